@@ -1,0 +1,142 @@
+// The CPU kernel: one pass over every parameter of a call, vectorized by the
+// compiler for the CPU found at run time, split over threads with
+// at::parallel_for across all tensors of the call.
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../dispatch.h"
+#include "../op_checks.h"
+#include "../rmsprop_rule.h"
+
+namespace fused_rmsprop {
+namespace {
+
+// NOTE: [run-time ISA choice] The shipped library must run on any x86-64 CPU,
+// so it is built without -march flags. The element loop is instead compiled
+// three times by GCC/Clang function multiversioning: for x86-64-v4 (AVX-512),
+// x86-64-v3 (AVX2 + FMA + F16C) and baseline SSE2; the loader picks the best
+// one the CPU supports (an ifunc resolved once). Only this loop is cloned:
+// everything it calls is inlined into each clone, and nothing compiled for a
+// wider ISA can leak into code that runs on a narrower CPU.
+// The build uses -ffp-contract=off, so the vectorized body and the scalar
+// remainder of each clone round identically and an element's result does not
+// depend on where a thread's range or a vector happens to start.
+#if defined(__x86_64__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define FUSED_RMSPROP_CPU_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+#endif
+#ifndef FUSED_RMSPROP_CPU_CLONES
+#define FUSED_RMSPROP_CPU_CLONES
+#endif
+
+// Updates elements [0, n) of one parameter and its state, in place.
+template <typename T, typename S, bool kMomentum, bool kCentered>
+FUSED_RMSPROP_CPU_CLONES void update_span(
+    T* __restrict param,
+    const T* __restrict grad,
+    S* __restrict square_avg,
+    S* __restrict momentum_buffer,
+    S* __restrict grad_avg,
+    int64_t n,
+    const RMSpropConstants<at::opmath_type<T>> c) {
+  using M = at::opmath_type<T>;
+  for (int64_t i = 0; i < n; ++i) {
+    M p = static_cast<M>(param[i]);
+    M v = static_cast<M>(square_avg[i]);
+    M b = M(0);
+    M gbar = M(0);
+    if constexpr (kMomentum) {
+      b = static_cast<M>(momentum_buffer[i]);
+    }
+    if constexpr (kCentered) {
+      gbar = static_cast<M>(grad_avg[i]);
+    }
+    rmsprop_update<kMomentum, kCentered>(
+        p, static_cast<M>(grad[i]), v, b, gbar, c);
+    param[i] = static_cast<T>(p);
+    square_avg[i] = static_cast<S>(v);
+    if constexpr (kMomentum) {
+      momentum_buffer[i] = static_cast<S>(b);
+    }
+    if constexpr (kCentered) {
+      grad_avg[i] = static_cast<S>(gbar);
+    }
+  }
+}
+
+// NOTE: [flat index space] The work of a call is one index space of units
+// laid end to end over all its tensors; a unit is the elements of one 64-byte
+// cache line of the parameter, counted from the tensor's start. The units are
+// split evenly over the threads, so two threads share 200 small tensors as
+// well as one large one, and no two threads write to one cache line of a
+// parameter. A tensor's last unit may be partial; zero-size tensors own no
+// units.
+constexpr int64_t kCacheLineBytes = 64;
+// Below this many elements a call runs on one thread: waking the pool costs
+// more than the update.
+constexpr int64_t kMinElementsPerThread = 32768;
+
+template <typename Tag>
+void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
+  using T = typename Tag::T;
+  using S = typename Tag::S;
+  using M = at::opmath_type<T>;
+  constexpr int64_t kUnit = kCacheLineBytes / sizeof(T);
+
+  const int64_t n = static_cast<int64_t>(lists.params.size());
+  std::vector<int64_t> unit_start(n + 1, 0);
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t units = (lists.params[t].numel() + kUnit - 1) / kUnit;
+    unit_start[t + 1] = unit_start[t] + units;
+  }
+  auto data = [](const at::Tensor& t) { return t.data_ptr(); };
+  auto state_ptr = [&](at::TensorList list, int64_t t) -> S* {
+    return list.empty() ? nullptr : static_cast<S*>(data(list[t]));
+  };
+  const RMSpropConstants<M> c(opts);
+
+  at::parallel_for(
+      0, unit_start[n], kMinElementsPerThread / kUnit,
+      [&](int64_t begin, int64_t end) {
+        int64_t t = std::upper_bound(unit_start.begin(), unit_start.end(), begin) -
+            unit_start.begin() - 1;
+        for (; t < n && unit_start[t] < end; ++t) {
+          const int64_t numel = lists.params[t].numel();
+          const int64_t first =
+              (std::max(begin, unit_start[t]) - unit_start[t]) * kUnit;
+          const int64_t last = std::min(
+              (std::min(end, unit_start[t + 1]) - unit_start[t]) * kUnit, numel);
+          if (last <= first) {
+            continue;
+          }
+          S* b = state_ptr(lists.momentum_buffers, t);
+          S* gbar = state_ptr(lists.grad_avgs, t);
+          update_span<T, S, Tag::kMomentum, Tag::kCentered>(
+              static_cast<T*>(data(lists.params[t])) + first,
+              static_cast<const T*>(data(lists.grads[t])) + first,
+              static_cast<S*>(data(lists.square_avgs[t])) + first,
+              b ? b + first : nullptr,
+              gbar ? gbar + first : nullptr,
+              last - first,
+              c);
+        }
+      });
+}
+
+void rmsprop_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
+  dispatch_rmsprop(lists, [&](auto tag) { run_cpu<decltype(tag)>(lists, opts); });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fused_rmsprop, CPU, m) {
+  m.impl("rmsprop_", &rmsprop_entry<&rmsprop_cpu>);
+}
+
+}  // namespace fused_rmsprop

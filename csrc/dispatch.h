@@ -1,0 +1,59 @@
+// Turns the run-time dtypes and features of a checked call into the
+// compile-time types the kernels are instantiated for. Shared by every device
+// so that each supports exactly the same combinations.
+#pragma once
+
+#include <ATen/Dispatch.h>
+
+#include <type_traits>
+
+#include "op_checks.h"
+
+namespace fused_rmsprop {
+
+// T: param and grad dtype; S: state dtype (T, or float for half types);
+// kMomentum / kCentered: which optional state exists.
+template <typename T_, typename S_, bool kMomentum_, bool kCentered_>
+struct KernelTag {
+  using T = T_;
+  using S = S_;
+  static constexpr bool kMomentum = kMomentum_;
+  static constexpr bool kCentered = kCentered_;
+};
+
+template <typename T, typename S, typename F>
+void dispatch_features(const TensorLists& lists, const F& f) {
+  if (lists.has_momentum()) {
+    if (lists.centered()) {
+      f(KernelTag<T, S, true, true>{});
+    } else {
+      f(KernelTag<T, S, true, false>{});
+    }
+  } else if (lists.centered()) {
+    f(KernelTag<T, S, false, true>{});
+  } else {
+    f(KernelTag<T, S, false, false>{});
+  }
+}
+
+// Calls f(KernelTag<...>{}) for the lists' dtypes and features. The lists
+// must have passed check_rmsprop_args and be non-empty.
+template <typename F>
+void dispatch_rmsprop(const TensorLists& lists, const F& f) {
+  const auto state_dtype = lists.square_avgs[0].scalar_type();
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, lists.params[0].scalar_type(), "fused_rmsprop",
+      [&] {
+        if constexpr (
+            std::is_same_v<scalar_t, at::Half> ||
+            std::is_same_v<scalar_t, at::BFloat16>) {
+          if (state_dtype == at::kFloat) {
+            dispatch_features<scalar_t, float>(lists, f);
+            return;
+          }
+        }
+        dispatch_features<scalar_t, scalar_t>(lists, f);
+      });
+}
+
+}  // namespace fused_rmsprop

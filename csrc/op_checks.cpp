@@ -1,0 +1,124 @@
+#include "op_checks.h"
+
+#include <c10/util/Exception.h>
+
+namespace fused_rmsprop {
+namespace {
+
+bool is_supported_param_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf ||
+      t == at::kBFloat16;
+}
+
+// Two tensors of one shape share a memory layout when every dimension of
+// size > 1 has the same stride (strides of size-1 dims never matter).
+bool same_layout(const at::Tensor& a, const at::Tensor& b) {
+  for (int64_t d = 0; d < a.dim(); ++d) {
+    if (a.size(d) > 1 && a.stride(d) != b.stride(d)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void check_list(
+    const char* name,
+    at::TensorList list,
+    const TensorLists& lists,
+    bool is_state,
+    at::ScalarType expected_state_dtype) {
+  const auto n = lists.params.size();
+  TORCH_CHECK(
+      list.size() == n,
+      "fused_rmsprop: ", name, " has ", list.size(),
+      " tensors but params has ", n);
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& p = lists.params[i];
+    const at::Tensor& t = list[i];
+    TORCH_CHECK(
+        t.defined(), "fused_rmsprop: ", name, "[", i, "] is undefined");
+    TORCH_CHECK(
+        t.layout() == at::kStrided,
+        "fused_rmsprop: ", name, "[", i, "] must be a dense (strided) tensor, got ",
+        t.layout(), " (sparse gradients are not supported)");
+    TORCH_CHECK(
+        t.device() == lists.params[0].device(),
+        "fused_rmsprop: all tensors must be on one device; ", name, "[", i,
+        "] is on ", t.device(), " but params[0] is on ",
+        lists.params[0].device());
+    TORCH_CHECK(
+        t.sizes() == p.sizes(),
+        "fused_rmsprop: ", name, "[", i, "] has shape ", t.sizes(),
+        " but params[", i, "] has shape ", p.sizes());
+    const auto want = is_state ? expected_state_dtype : p.scalar_type();
+    TORCH_CHECK(
+        t.scalar_type() == want,
+        "fused_rmsprop: ", name, "[", i, "] has dtype ", t.scalar_type(),
+        ", expected ", want);
+    TORCH_CHECK(
+        t.is_non_overlapping_and_dense() && same_layout(t, p),
+        "fused_rmsprop: ", name, "[", i, "] must be dense and laid out in memory "
+        "like params[", i, "] (same strides); got strides ", t.strides(),
+        " for params strides ", p.strides());
+  }
+}
+
+}  // namespace
+
+void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& o) {
+  // The same bounds as torch.optim.RMSprop (which allows alpha > 1).
+  TORCH_CHECK(o.lr >= 0, "fused_rmsprop: lr must be >= 0, got ", o.lr);
+  TORCH_CHECK(o.alpha >= 0, "fused_rmsprop: alpha must be >= 0, got ", o.alpha);
+  TORCH_CHECK(o.eps >= 0, "fused_rmsprop: eps must be >= 0, got ", o.eps);
+  TORCH_CHECK(o.weight_decay >= 0,
+      "fused_rmsprop: weight_decay must be >= 0, got ", o.weight_decay);
+  TORCH_CHECK(o.momentum >= 0,
+      "fused_rmsprop: momentum must be >= 0, got ", o.momentum);
+  TORCH_CHECK(o.momentum == 0 || lists.has_momentum(),
+      "fused_rmsprop: momentum = ", o.momentum,
+      " > 0 needs one momentum_buffer per parameter, got an empty list");
+
+  const auto n = lists.params.size();
+  if (n == 0) {
+    TORCH_CHECK(lists.grads.empty() && lists.square_avgs.empty() &&
+        lists.momentum_buffers.empty() && lists.grad_avgs.empty(),
+        "fused_rmsprop: params is empty but the other lists are not");
+    return;
+  }
+  const at::Tensor& p0 = lists.params[0];
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& p = lists.params[i];
+    TORCH_CHECK(p.defined(), "fused_rmsprop: params[", i, "] is undefined");
+    TORCH_CHECK(is_supported_param_dtype(p.scalar_type()),
+        "fused_rmsprop: params[", i, "] has dtype ", p.scalar_type(),
+        "; supported are float64, float32, float16 and bfloat16 "
+        "(complex parameters are passed as torch.view_as_real views)");
+    TORCH_CHECK(p.scalar_type() == p0.scalar_type(),
+        "fused_rmsprop: all params of one call must share a dtype; params[", i,
+        "] is ", p.scalar_type(), " but params[0] is ", p0.scalar_type());
+    TORCH_CHECK(p.layout() == at::kStrided && p.is_non_overlapping_and_dense(),
+        "fused_rmsprop: params[", i, "] must be dense and non-overlapping "
+        "(a contiguous or permuted tensor, not a strided view); got sizes ",
+        p.sizes(), " strides ", p.strides());
+  }
+  const auto param_dtype = p0.scalar_type();
+  const auto sdt = lists.square_avgs.empty() ? param_dtype
+                                             : lists.square_avgs[0].scalar_type();
+  const bool half_param = param_dtype == at::kHalf || param_dtype == at::kBFloat16;
+  TORCH_CHECK(sdt == param_dtype || (half_param && sdt == at::kFloat),
+      "fused_rmsprop: state dtype ", sdt, " does not fit params of dtype ",
+      param_dtype, "; state must have the param dtype, or float32 for "
+      "float16/bfloat16 params");
+
+  check_list("params", lists.params, lists, false, sdt);
+  check_list("grads", lists.grads, lists, false, sdt);
+  check_list("square_avgs", lists.square_avgs, lists, true, sdt);
+  if (lists.has_momentum()) {
+    check_list("momentum_buffers", lists.momentum_buffers, lists, true, sdt);
+  }
+  if (lists.centered()) {
+    check_list("grad_avgs", lists.grad_avgs, lists, true, sdt);
+  }
+}
+
+}  // namespace fused_rmsprop

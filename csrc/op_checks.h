@@ -1,0 +1,62 @@
+// Argument checks shared by every implementation of the fused_rmsprop ops.
+// They run over every tensor before any kernel touches memory, so a call that
+// raises leaves all parameters and state unchanged.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
+
+#include "rmsprop_rule.h"
+
+namespace fused_rmsprop {
+
+struct TensorLists {
+  at::TensorList params;
+  at::TensorList grads;
+  at::TensorList square_avgs;
+  at::TensorList momentum_buffers;  // empty: no momentum
+  at::TensorList grad_avgs;         // empty: not centered
+
+  bool has_momentum() const { return !momentum_buffers.empty(); }
+  bool centered() const { return !grad_avgs.empty(); }
+};
+
+// Checks the hyperparameters and every tensor of `lists`: matching list
+// lengths, one device, float params (float64/32/16, bfloat16) with grads of
+// the same dtype, state either of the param dtype or float32 for half-precision
+// params, equal shapes, and one dense memory layout shared by a parameter,
+// its gradient and its state. Raises c10::Error naming the first offender.
+void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& opts);
+
+using RMSpropImpl = void (*)(const TensorLists&, const RMSpropOptions&);
+
+// The op's C++ signature, written once: every device registers
+// `rmsprop_entry<its_impl>`, which packs the arguments, checks them all, and
+// only then hands them to the device's implementation.
+template <RMSpropImpl impl>
+void rmsprop_entry(
+    at::TensorList params,
+    at::TensorList grads,
+    at::TensorList square_avgs,
+    at::TensorList momentum_buffers,
+    at::TensorList grad_avgs,
+    double lr,
+    double alpha,
+    double eps,
+    double weight_decay,
+    double momentum,
+    bool maximize,
+    bool eps_in_sqrt,
+    bool lr_in_momentum,
+    bool decoupled_weight_decay) {
+  const TensorLists lists{
+      params, grads, square_avgs, momentum_buffers, grad_avgs};
+  const RMSpropOptions opts{lr, alpha, eps, weight_decay, momentum, maximize,
+      eps_in_sqrt, lr_in_momentum, decoupled_weight_decay};
+  check_rmsprop_args(lists, opts);
+  if (!params.empty()) {
+    impl(lists, opts);
+  }
+}
+
+}  // namespace fused_rmsprop

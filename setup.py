@@ -1,0 +1,126 @@
+"""Builds fused_rmsprop._C (CPU kernel always, CUDA kernel when it can).
+
+Environment switches:
+  FUSED_RMSPROP_CUDA=auto|1|0   auto (default): build the CUDA kernel when torch
+                                is a CUDA build and nvcc is found; 1: require it;
+                                0: CPU only.
+  TORCH_CUDA_ARCH_LIST          respected; when unset and no GPU is visible,
+                                sm_80 and sm_90 are built with PTX for newer GPUs.
+  CUDA_HOME                     the CUDA toolkit; found from nvcc when unset.
+"""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
+
+
+def _toolkit_from_nvcc(nvcc):
+    """The toolkit root of `nvcc`, even when nvcc is a wrapper script."""
+    home = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+    if os.path.exists(os.path.join(home, "include", "cuda_runtime.h")):
+        return home
+    # A wrapper (as /usr/local/bin/nvcc is here) hides the toolkit; the real
+    # nvcc reports its own location as TOP in a dry run.
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.cu")
+        open(src, "w").close()
+        out = subprocess.run(
+            [nvcc, "--dryrun", "-v", "-c", src, "-o", os.path.join(tmp, "p.o")],
+            capture_output=True, text=True, check=False,
+        )
+    match = re.search(r"TOP=(\S+)", out.stdout + out.stderr)
+    return os.path.realpath(match.group(1)) if match else None
+
+
+def _cuda_mode():
+    mode = os.environ.get("FUSED_RMSPROP_CUDA", "auto").strip().lower()
+    if mode not in ("auto", "1", "0"):
+        sys.exit(f"FUSED_RMSPROP_CUDA must be auto, 1 or 0, got {mode!r}")
+    return mode
+
+
+def _want_cuda():
+    """Decide whether to build the CUDA kernel; set CUDA_HOME for torch."""
+    mode = _cuda_mode()
+    if mode == "0":
+        return False
+    import torch
+
+    nvcc = None
+    if os.environ.get("CUDA_HOME"):
+        nvcc = os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc")
+        nvcc = nvcc if os.path.exists(nvcc) else None
+    else:
+        found = shutil.which("nvcc")
+        home = _toolkit_from_nvcc(found) if found else None
+        if home:
+            # torch.utils.cpp_extension guesses CUDA_HOME from the nvcc on PATH
+            # (here /usr/local, which has no libcudart); tell it the truth
+            # before it is imported.
+            os.environ["CUDA_HOME"] = home
+            nvcc = os.path.join(home, "bin", "nvcc")
+    problems = []
+    if torch.version.cuda is None:
+        problems.append(f"torch {torch.__version__} is not a CUDA build")
+    if nvcc is None:
+        problems.append("nvcc was not found (put it on PATH or set CUDA_HOME)")
+    if problems:
+        if mode == "1":
+            sys.exit("FUSED_RMSPROP_CUDA=1 but the CUDA kernel cannot be built: "
+                     + "; ".join(problems))
+        print("fused_rmsprop: building without CUDA: " + "; ".join(problems))
+        return False
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+        os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
+    return True
+
+
+def _extensions():
+    use_cuda = _want_cuda()
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    cxx = ["-O3", "-ffp-contract=off", "-fopenmp", "-fno-math-errno"]
+    common = dict(
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        extra_link_args=["-fopenmp"],
+    )
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    exts = []
+    if use_cuda:
+        sources += sorted(glob.glob("csrc/cuda/*.cu"))
+        nvcc = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
+        exts.append(CUDAExtension(
+            "fused_rmsprop._C", sources,
+            define_macros=[("FUSED_RMSPROP_WITH_CUDA", "1")],
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **common))
+    else:
+        exts.append(CppExtension(
+            "fused_rmsprop._C", sources,
+            extra_compile_args={"cxx": cxx}, **common))
+    emulation = sorted(glob.glob("csrc/emulation/*.cpp"))
+    if emulation and os.environ.get("FUSED_RMSPROP_EMULATION", "1") != "0":
+        # Test-only: the CUDA kernel source compiled as C++ for the CPU.
+        exts.append(CppExtension(
+            "fused_rmsprop._C_emulation", ["csrc/op_checks.cpp"] + emulation,
+            extra_compile_args={"cxx": ["-O2", "-ffp-contract=off"]}, **common))
+    return exts
+
+
+if __name__ == "__main__":
+    ext_modules = _extensions()  # first: it sets CUDA_HOME for cpp_extension
+    from torch.utils.cpp_extension import BuildExtension
+
+    setup(
+        packages=find_packages(include=["fused_rmsprop", "fused_rmsprop.*"]),
+        ext_modules=ext_modules,
+        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    )
