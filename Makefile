@@ -1,0 +1,29 @@
+# make test   build (CPU + CUDA kernels when nvcc is found) and run every check CI runs
+# make bench  build and run the throughput microbenchmarks
+# make build  just build the extension in place
+# Each target creates .venv in the checkout and installs what it needs.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.14.1
+export MAX_JOBS ?= 2
+
+.PHONY: test bench build clean
+
+$(VENV)/.installed: requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION) -r requirements-dev.txt
+	touch $@
+
+build: $(VENV)/.installed
+	$(PY) setup.py --quiet build_ext --inplace
+
+test: build
+	$(PY) -m pytest -q tests
+
+bench: build
+	$(PY) bench/step_time.py
+
+clean:
+	rm -rf build fused_rmsprop/*.so
