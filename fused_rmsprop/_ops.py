@@ -33,6 +33,21 @@ def _rmsprop_fake(
     decoupled_weight_decay=False,
 ):
     # The op only mutates its inputs in place: nothing to allocate or return.
+    # Check what metadata can tell, so a traced call fails as an eager one would.
+    n = len(params)
+    for name, lst in (("grads", grads), ("square_avgs", square_avgs),
+                      ("momentum_buffers", momentum_buffers), ("grad_avgs", grad_avgs)):
+        optional = name in ("momentum_buffers", "grad_avgs")
+        torch._check(len(lst) == n or (optional and not lst),
+                     lambda: f"fused_rmsprop: {name} has {len(lst)} tensors but params has {n}")
+        for i, (p, t) in enumerate(zip(params, lst)):
+            torch._check(t.shape == p.shape and t.device == p.device,
+                         lambda: f"fused_rmsprop: {name}[{i}] has shape {tuple(t.shape)} and "
+                                 f"device {t.device}, params[{i}] has shape {tuple(p.shape)} "
+                                 f"and device {p.device}")
+    torch._check(momentum == 0 or len(momentum_buffers) == n,
+                 lambda: f"fused_rmsprop: momentum = {momentum} > 0 needs one momentum_buffer "
+                         "per parameter")
     return None
 
 

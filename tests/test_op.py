@@ -1,0 +1,110 @@
+"""The registered op itself: schema, checks, fake kernel, opcheck, compile."""
+
+import pytest
+import torch
+
+import fused_rmsprop  # noqa: F401  (registers the op)
+from fused_rmsprop import rmsprop_
+from fused_rmsprop.testing import ReferenceRMSprop, reference_rmsprop_update
+
+HYPER = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.1, momentum=0.9, maximize=False)
+
+
+def _lists(shapes, dtype=torch.float32, state_dtype=None, momentum=True, centered=True):
+    state_dtype = state_dtype or dtype
+    params = [torch.randn(s, dtype=dtype) for s in shapes]
+    grads = [torch.randn(s, dtype=dtype) for s in shapes]
+    sq = [torch.rand(s, dtype=state_dtype) + 0.5 for s in shapes]
+    bufs = [torch.randn(s, dtype=state_dtype) for s in shapes] if momentum else []
+    gavg = [0.1 * torch.randn(s, dtype=state_dtype) for s in shapes] if centered else []
+    return params, grads, sq, bufs, gavg
+
+
+@pytest.mark.parametrize("momentum,centered", [(False, False), (True, False), (False, True), (True, True)])
+def test_opcheck(momentum, centered):
+    args = _lists([(3,), (0,), (17, 5)], momentum=momentum, centered=centered)
+    kw = dict(HYPER, momentum=0.9 if momentum else 0.0)
+    torch.library.opcheck(torch.ops.fused_rmsprop.rmsprop_.default, args, kw)
+
+
+@pytest.mark.parametrize("param_dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_float32_state_for_half_params(param_dtype):
+    params, grads, sq, bufs, gavg = _lists([(33,), (129,)], dtype=param_dtype,
+                                           state_dtype=torch.float32)
+    expected = []
+    for p, g, v, b, a in zip(params, grads, sq, bufs, gavg):
+        state = {"square_avg": v.double(), "momentum_buffer": b.double(), "grad_avg": a.double()}
+        p64 = p.double()
+        reference_rmsprop_update(p64, g.double(), state, centered=True, **HYPER)
+        expected.append((p64, state))
+    rmsprop_(params, grads, sq, bufs, gavg, **HYPER)
+    for i, (p64, state) in enumerate(expected):
+        torch.testing.assert_close(params[i].double(), p64, rtol=1e-2, atol=1e-2)
+        # fp32 state keeps fp32 accuracy although the params are half precision.
+        torch.testing.assert_close(sq[i].double(), state["square_avg"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(bufs[i].double(), state["momentum_buffer"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda L: L[1].pop(), "grads has 1 tensors but params has 2"),
+    (lambda L: L[1].__setitem__(0, L[1][0].double()), r"grads\[0\] has dtype Double"),
+    (lambda L: L[2].__setitem__(1, torch.zeros(4)), r"square_avgs\[1\] has shape"),
+    (lambda L: L[3].clear(), "momentum = 0.9 > 0 needs one momentum_buffer"),
+    (lambda L: L[4].__setitem__(0, torch.zeros(6)[::2]), r"grad_avgs\[0\] must be dense"),
+    (lambda L: L[0].__setitem__(0, torch.zeros(3, dtype=torch.int32)), "supported are float64"),
+], ids=["length", "grad_dtype", "state_shape", "no_buffers", "strided_state", "int_param"])
+def test_bad_arguments_raise_before_anything_is_written(mutate, match):
+    lists = [list(x) for x in _lists([(3,), (5,)])]
+    mutate(lists)
+    before = [[t.clone() for t in lst] for lst in lists]
+    with pytest.raises(RuntimeError, match=match):
+        rmsprop_(*lists, **HYPER)
+    for lst, old in zip(lists, before):
+        for t, o in zip(lst, old):
+            assert torch.equal(t, o)
+
+
+def test_mixed_devices_and_float32_state_for_float32_params_are_rejected():
+    lists = _lists([(3,)])
+    bad = list(lists[2])
+    bad[0] = bad[0].to("meta")
+    with pytest.raises(RuntimeError, match="device"):
+        rmsprop_(lists[0], lists[1], bad, lists[3], lists[4], **HYPER)
+    p, g, sq, b, a = _lists([(3,)], dtype=torch.float64, state_dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="does not fit params"):
+        rmsprop_(p, g, sq, b, a, **HYPER)
+
+
+def test_sparse_and_empty_lists_are_refused_by_the_dispatcher():
+    # No kernel exists for sparse tensors, and a call without tensors has no
+    # device to dispatch on (FusedRMSprop never makes one).
+    p, g, sq, _, _ = _lists([(3,)], momentum=False, centered=False)
+    with pytest.raises(NotImplementedError, match="SparseCPU"):
+        rmsprop_(p, [g[0].to_sparse()], sq, [], [], **dict(HYPER, momentum=0.0))
+    with pytest.raises(NotImplementedError, match="empty list"):
+        rmsprop_([], [], [], [], [], **HYPER)
+
+
+def test_compiles_with_fullgraph_and_matches_eager():
+    params, grads, sq, bufs, gavg = _lists([(7,), (64,)])
+    clones = [[t.clone() for t in lst] for lst in (params, grads, sq, bufs, gavg)]
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def step(p, g, s, b, a):
+        rmsprop_(p, g, s, b, a, **HYPER)
+
+    step(params, grads, sq, bufs, gavg)
+    rmsprop_(*clones, **HYPER)
+    for lst, ref in zip((params, sq, bufs, gavg), (clones[0], clones[2], clones[3], clones[4])):
+        for t, r in zip(lst, ref):
+            assert torch.equal(t, r)
+
+
+def test_reference_optimizer_is_a_real_optimizer():
+    x = torch.tensor([1.0, -1.0], dtype=torch.float64, requires_grad=True)
+    opt = ReferenceRMSprop([x], lr=0.1)
+    x.grad = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    opt.step()
+    # v = 0.01, d = 0.1 + 1e-8: x0 moves by lr * 1 / d, x1 not at all.
+    torch.testing.assert_close(x.detach(), torch.tensor([1.0 - 0.1 / (0.1 + 1e-8), -1.0],
+                                                        dtype=torch.float64))
