@@ -88,7 +88,7 @@ def _extensions():
     use_cuda = _want_cuda()
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
-    cxx = ["-O3", "-ffp-contract=off", "-fopenmp", "-fno-math-errno"]
+    cxx = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
     common = dict(
         include_dirs=[os.path.join(ROOT, "csrc")],
         extra_link_args=["-fopenmp"],

@@ -40,8 +40,6 @@ struct RMSpropConstants {
   M decay_factor;       // decoupled: 1 - lr * wd, else 1
   M alpha;
   M one_minus_alpha;
-  bool lerp_from_start;  // how torch's lerp evaluates weight (1 - alpha)
-  M lerp_complement;     // 1 - (1 - alpha), as torch's lerp rounds it
   M eps_inside;
   M eps_outside;
   M momentum;
@@ -58,8 +56,6 @@ struct RMSpropConstants {
                                               : M(1)),
         alpha(M(o.alpha)),
         one_minus_alpha(M(1.0 - o.alpha)),
-        lerp_from_start((1.0 - o.alpha) < 0.5),
-        lerp_complement(M(1) - M(1.0 - o.alpha)),
         eps_inside(o.eps_in_sqrt ? M(o.eps) : M(0)),
         eps_outside(o.eps_in_sqrt ? M(0) : M(o.eps)),
         momentum(M(o.momentum)),
@@ -86,9 +82,10 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void rmsprop_update(
   v = v * c.alpha + c.one_minus_alpha * g * g;
   M var = v;
   if constexpr (kCentered) {
-    // torch.lerp(gbar, g, w): two algebraically equal forms, chosen by w.
-    gbar = c.lerp_from_start ? gbar + c.one_minus_alpha * (g - gbar)
-                             : g - (g - gbar) * c.lerp_complement;
+    // torch.lerp(gbar, g, w) with w = 1 - alpha, in the form torch uses for
+    // w < 0.5 (alpha > 0.5, every practical alpha); one form keeps the loop
+    // free of branches.
+    gbar = gbar + c.one_minus_alpha * (g - gbar);
     var = v - gbar * gbar;
     // NOTE: [variance clamp] v - gbar^2 is a variance and mathematically
     // >= 0, but rounding can take it just below 0, where sqrt gives NaN

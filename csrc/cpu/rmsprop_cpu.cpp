@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "convert.h"
 #include "../dispatch.h"
 #include "../op_checks.h"
 #include "../rmsprop_rule.h"
@@ -46,26 +47,27 @@ FUSED_RMSPROP_CPU_CLONES void update_span(
     int64_t n,
     const RMSpropConstants<at::opmath_type<T>> c) {
   using M = at::opmath_type<T>;
+  using cpu::load_as;
+  using cpu::store_as;
   for (int64_t i = 0; i < n; ++i) {
-    M p = static_cast<M>(param[i]);
-    M v = static_cast<M>(square_avg[i]);
+    M p = load_as<M>(param[i]);
+    M v = load_as<M>(square_avg[i]);
     M b = M(0);
     M gbar = M(0);
     if constexpr (kMomentum) {
-      b = static_cast<M>(momentum_buffer[i]);
+      b = load_as<M>(momentum_buffer[i]);
     }
     if constexpr (kCentered) {
-      gbar = static_cast<M>(grad_avg[i]);
+      gbar = load_as<M>(grad_avg[i]);
     }
-    rmsprop_update<kMomentum, kCentered>(
-        p, static_cast<M>(grad[i]), v, b, gbar, c);
-    param[i] = static_cast<T>(p);
-    square_avg[i] = static_cast<S>(v);
+    rmsprop_update<kMomentum, kCentered>(p, load_as<M>(grad[i]), v, b, gbar, c);
+    param[i] = store_as<T>(p);
+    square_avg[i] = store_as<S>(v);
     if constexpr (kMomentum) {
-      momentum_buffer[i] = static_cast<S>(b);
+      momentum_buffer[i] = store_as<S>(b);
     }
     if constexpr (kCentered) {
-      grad_avg[i] = static_cast<S>(gbar);
+      grad_avg[i] = store_as<S>(gbar);
     }
   }
 }
