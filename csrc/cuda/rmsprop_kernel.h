@@ -1,0 +1,149 @@
+// The CUDA kernel of fused_rmsprop: each thread block updates one chunk of
+// one tensor, calling the shared update rule for each element. Included by
+// rmsprop_cuda.cu (nvcc) and by the host-emulation build (C++).
+#pragma once
+
+#include <ATen/OpMathType.h>
+
+#include <array>
+#include <cstdint>
+
+#include "../op_checks.h"
+#include "../rmsprop_rule.h"
+#include "cuda_or_emulation.h"
+#include "multi_tensor_apply.h"
+
+namespace fused_rmsprop {
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N) AlignedVector {
+  T val[N];
+};
+
+template <typename T>
+FUSED_RMSPROP_DEVICE bool is_aligned(const T* p) {
+  return reinterpret_cast<uintptr_t>(p) % (sizeof(T) * kILP) == 0;
+}
+
+// Loads element i of each of the block's tensors into opmath registers ...
+template <typename T, typename M>
+FUSED_RMSPROP_DEVICE void load_vector(M (&r)[kILP], const T* base, int64_t i) {
+  const auto v = reinterpret_cast<const AlignedVector<T, kILP>*>(base)[i];
+#pragma unroll
+  for (int k = 0; k < kILP; ++k) {
+    r[k] = static_cast<M>(v.val[k]);
+  }
+}
+
+// ... and stores them back.
+template <typename T, typename M>
+FUSED_RMSPROP_DEVICE void store_vector(T* base, int64_t i, const M (&r)[kILP]) {
+  AlignedVector<T, kILP> v;
+#pragma unroll
+  for (int k = 0; k < kILP; ++k) {
+    v.val[k] = static_cast<T>(r[k]);
+  }
+  reinterpret_cast<AlignedVector<T, kILP>*>(base)[i] = v;
+}
+
+template <typename Tag, int64_t kChunk>
+struct RMSpropChunk {
+  using T = typename Tag::T;
+  using S = typename Tag::S;
+  using M = at::opmath_type<T>;
+  static constexpr bool kMom = Tag::kMomentum;
+  static constexpr bool kCen = Tag::kCentered;
+  static constexpr int kDepth = 3 + kMom + kCen;
+  static constexpr int kBuf = 3;            // address slot of momentum_buffer
+  static constexpr int kAvg = 3 + kMom;     // address slot of grad_avg
+
+  FUSED_RMSPROP_DEVICE void operator()(
+      const TensorListMetadata<kDepth>& meta, const RMSpropConstants<M>& c) const {
+    const int tensor = meta.block_to_tensor[blockIdx.x];
+    const int64_t start = static_cast<int64_t>(meta.block_to_chunk[blockIdx.x]) * kChunk;
+    int64_t n = meta.numel[tensor] - start;
+    n = n < kChunk ? n : kChunk;
+    T* p = static_cast<T*>(const_cast<void*>(meta.addresses[0][tensor])) + start;
+    const T* g = static_cast<const T*>(meta.addresses[1][tensor]) + start;
+    S* v = state(meta, 2, tensor, start);
+    S* b = kMom ? state(meta, kBuf, tensor, start) : nullptr;
+    S* a = kCen ? state(meta, kAvg, tensor, start) : nullptr;
+
+    M rp[kILP], rg[kILP], rv[kILP], rb[kILP] = {}, ra[kILP] = {};
+    // NOTE: [fast path] When every pointer of the chunk is aligned to kILP
+    // elements and the chunk is a whole number of vectors, each thread moves
+    // kILP elements per tensor with one 128-bit (for fp32) load and store.
+    // Otherwise (a view with an odd storage offset, or a tensor's last,
+    // partial vector) every element is loaded and stored on its own, masked.
+    const bool aligned = n % kILP == 0 && is_aligned(p) && is_aligned(g) &&
+        is_aligned(v) && (!kMom || is_aligned(b)) && (!kCen || is_aligned(a));
+    if (aligned) {
+      for (int64_t i = threadIdx.x; i * kILP < n; i += blockDim.x) {
+        load_vector(rp, p, i);
+        load_vector(rg, g, i);
+        load_vector(rv, v, i);
+        if constexpr (kMom) load_vector(rb, b, i);
+        if constexpr (kCen) load_vector(ra, a, i);
+#pragma unroll
+        for (int k = 0; k < kILP; ++k) {
+          rmsprop_update<kMom, kCen>(rp[k], rg[k], rv[k], rb[k], ra[k], c);
+        }
+        store_vector(p, i, rp);
+        store_vector(v, i, rv);
+        if constexpr (kMom) store_vector(b, i, rb);
+        if constexpr (kCen) store_vector(a, i, ra);
+      }
+      return;
+    }
+    for (int64_t base = 0; base < n; base += static_cast<int64_t>(blockDim.x) * kILP) {
+#pragma unroll
+      for (int k = 0; k < kILP; ++k) {
+        const int64_t i = base + threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+        if (i < n) {
+          M mb = M(0), ma = M(0);
+          if constexpr (kMom) mb = static_cast<M>(b[i]);
+          if constexpr (kCen) ma = static_cast<M>(a[i]);
+          M mp = static_cast<M>(p[i]), mv = static_cast<M>(v[i]);
+          rmsprop_update<kMom, kCen>(mp, static_cast<M>(g[i]), mv, mb, ma, c);
+          p[i] = static_cast<T>(mp);
+          v[i] = static_cast<S>(mv);
+          if constexpr (kMom) b[i] = static_cast<S>(mb);
+          if constexpr (kCen) a[i] = static_cast<S>(ma);
+        }
+      }
+    }
+  }
+
+  FUSED_RMSPROP_DEVICE static S* state(
+      const TensorListMetadata<kDepth>& meta, int slot, int tensor, int64_t start) {
+    return static_cast<S*>(const_cast<void*>(meta.addresses[slot][tensor])) + start;
+  }
+};
+
+template <typename Chunk, typename Meta, typename Constants>
+FUSED_RMSPROP_GLOBAL FUSED_RMSPROP_LAUNCH_BOUNDS(kBlockSize) void rmsprop_multi_tensor_kernel(Meta meta, Constants c) {
+  Chunk{}(meta, c);
+}
+
+// Runs one checked call: `launch(kernel, meta, num_blocks, constants)` is
+// the device's way of starting `kernel` (CUDA: <<<...>>> on the current
+// stream; emulation: every block and thread in turn).
+template <typename Tag, int64_t kChunk, typename Launch>
+void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, const Launch& launch) {
+  using Chunk = RMSpropChunk<Tag, kChunk>;
+  using M = typename Chunk::M;
+  constexpr int kDepth = Chunk::kDepth;
+  std::array<at::TensorList, kDepth> tl;
+  tl[0] = lists.params;
+  tl[1] = lists.grads;
+  tl[2] = lists.square_avgs;
+  if constexpr (Chunk::kMom) tl[Chunk::kBuf] = lists.momentum_buffers;
+  if constexpr (Chunk::kCen) tl[Chunk::kAvg] = lists.grad_avgs;
+  const RMSpropConstants<M> c(opts);
+  multi_tensor_apply<kDepth, kChunk>(tl, [&](const TensorListMetadata<kDepth>& meta, int blocks) {
+    launch(&rmsprop_multi_tensor_kernel<Chunk, TensorListMetadata<kDepth>, RMSpropConstants<M>>,
+           meta, blocks, c);
+  });
+}
+
+}  // namespace fused_rmsprop

@@ -1,0 +1,150 @@
+"""The CUDA kernel's source run under host emulation (no GPU needed).
+
+fused_rmsprop._C_emulation compiles cuda/rmsprop_kernel.h and
+cuda/multi_tensor_apply.h, the files nvcc compiles, as C++ and runs every
+block and thread of each launch in turn. These tests drive it through the
+chunking, launch splitting, vector fast path and masked path, and compare it
+with the CPU kernel (bit for bit) and with the float64 reference.
+"""
+
+import itertools
+
+import pytest
+import torch
+
+import fused_rmsprop
+from fused_rmsprop.testing import assert_close_scaled, reference_rmsprop_update
+
+emulation = pytest.importorskip("fused_rmsprop._C_emulation")
+emu = torch.ops.fused_rmsprop_emulation
+
+SMALL_CHUNK, CHUNK, MAX_BLOCKS = 512, 65536, 320
+MAX_TENSORS = {3: 48, 4: 36, 5: 30}
+DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
+
+
+def make_lists(shapes, dtype=torch.float32, momentum=True, centered=True, offset=0,
+               state_dtype=None, seed=0):
+    """Lists of params, grads and state; with offset=1 every tensor is a view
+    starting one element into its storage (so not 16-byte aligned)."""
+    gen = torch.Generator().manual_seed(seed)
+    state_dtype = state_dtype or dtype
+
+    def tensor(shape, kind, dt):
+        n = int(torch.Size(shape).numel())
+        flat = torch.randn(n + offset, generator=gen, dtype=torch.float64)
+        if kind == "square":
+            flat = flat.abs() + 0.1
+        return flat.to(dt)[offset:].view(shape)
+
+    lists = [[tensor(s, "param", dtype) for s in shapes],
+             [tensor(s, "grad", dtype) for s in shapes],
+             [tensor(s, "square", state_dtype) for s in shapes],
+             [tensor(s, "buf", state_dtype) for s in shapes] if momentum else [],
+             [0.1 * tensor(s, "avg", state_dtype) for s in shapes] if centered else []]
+    return lists
+
+
+def clone(lists):
+    return [[t.clone() for t in lst] for lst in lists]
+
+
+def hyper(momentum=True, **kw):
+    h = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.1,
+             momentum=0.9 if momentum else 0.0, maximize=False)
+    h.update(kw)
+    return h
+
+
+def assert_emulation_equals_cpu_kernel(lists, h, chunk_size=SMALL_CHUNK):
+    emulated, cpu = clone(lists), clone(lists)
+    emu.rmsprop_(*emulated, **h, chunk_size=chunk_size)
+    fused_rmsprop.rmsprop_(*cpu, **h)
+    for name, a, b in zip(("param", "grad", "square_avg", "momentum_buffer", "grad_avg"),
+                          emulated, cpu):
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert torch.equal(x, y), f"{name}[{i}] differs (max {(x.double() - y.double()).abs().max()})"
+    return emulated
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("momentum,centered", list(itertools.product([False, True], [False, True])))
+@pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "offset1"])
+def test_edge_sizes_every_dtype_and_depth(dtype, momentum, centered, offset):
+    # 0, 1, odd, not a multiple of the vector width, straddling one and several chunks.
+    shapes = [(0,), (1,), (3,), (7, 5), (SMALL_CHUNK + 1,), (3 * SMALL_CHUNK - 2,), (0,)]
+    lists = make_lists(shapes, dtype, momentum, centered, offset)
+    assert_emulation_equals_cpu_kernel(lists, hyper(momentum))
+
+
+@pytest.mark.parametrize("maximize,eps_in_sqrt,lr_in_momentum,decoupled", list(
+    itertools.product([False, True], repeat=4)))
+def test_every_option_combination(maximize, eps_in_sqrt, lr_in_momentum, decoupled):
+    for momentum, centered in itertools.product([False, True], repeat=2):
+        lists = make_lists([(5,), (1031,)], torch.float32, momentum, centered)
+        h = hyper(momentum, maximize=maximize, eps_in_sqrt=eps_in_sqrt,
+                  lr_in_momentum=lr_in_momentum, decoupled_weight_decay=decoupled)
+        assert_emulation_equals_cpu_kernel(lists, h)
+
+
+@pytest.mark.parametrize("depth", [3, 4, 5])
+def test_more_tensors_than_one_launch_holds(depth):
+    momentum, centered = depth >= 4, depth == 5
+    n = 2 * MAX_TENSORS[depth] + 5
+    shapes = [(i % 9 + 1,) for i in range(n)]
+    lists = make_lists(shapes, torch.float32, momentum, centered)
+    assert_emulation_equals_cpu_kernel(lists, hyper(momentum))
+    assert emu.last_launches() == 3
+
+
+def test_tensor_straddles_a_launch_boundary():
+    # 320 blocks fill a launch: the big tensor continues in the next launch,
+    # carried over in slot 0, and the small ones after it follow.
+    big = MAX_BLOCKS * SMALL_CHUNK + 3 * SMALL_CHUNK // 2
+    lists = make_lists([(100,), (big,), (7,)], torch.float32, True, True)
+    assert_emulation_equals_cpu_kernel(lists, hyper())
+    assert emu.last_launches() == 2
+
+
+def test_tensor_spanning_three_launches_with_the_real_chunk_size():
+    lists = make_lists([(2 * MAX_BLOCKS * SMALL_CHUNK + 1,)], torch.bfloat16, False, False)
+    assert_emulation_equals_cpu_kernel(lists, hyper(False))
+    assert emu.last_launches() == 3
+    real = make_lists([(CHUNK + 5,), (3,), (2 * CHUNK,)], torch.float32, True, False, offset=1)
+    assert_emulation_equals_cpu_kernel(real, hyper(), chunk_size=CHUNK)
+    assert emu.last_launches() == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_float32_state_for_half_params(dtype):
+    lists = make_lists([(5,), (SMALL_CHUNK + 3,)], dtype, True, True, state_dtype=torch.float32)
+    assert_emulation_equals_cpu_kernel(lists, hyper())
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_emulation_matches_the_reference(dtype):
+    lists = make_lists([(3,), (SMALL_CHUNK * 2 + 7,)], dtype, True, True, offset=1)
+    h = hyper(eps_in_sqrt=True)
+    expected = []
+    for p, g, v, b, a in zip(*lists):
+        state = {"square_avg": v.double().clone(), "momentum_buffer": b.double().clone(),
+                 "grad_avg": a.double().clone()}
+        p64 = p.double().clone()
+        reference_rmsprop_update(p64, g.double(), state, centered=True, **h)
+        expected.append((p64, state))
+    out = assert_emulation_equals_cpu_kernel(lists, h)
+    tol = 4 * torch.finfo(dtype).eps + 128 * torch.finfo(torch.float32).eps
+    for i, (p64, state) in enumerate(expected):
+        assert_close_scaled(out[0][i], p64, tol, tol, f"param {i}", also=lists[0][i])
+        assert_close_scaled(out[2][i], state["square_avg"], tol, tol, "square_avg")
+
+
+def test_emulated_op_checks_its_arguments_first():
+    lists = make_lists([(3,), (5,)])
+    lists[2][1] = torch.zeros(4)
+    before = clone(lists)
+    with pytest.raises(RuntimeError, match=r"square_avgs\[1\] has shape"):
+        emu.rmsprop_(*lists, **hyper())
+    assert all(torch.equal(x, y) for a, b in zip(lists, before) for x, y in zip(a, b))
+    with pytest.raises(RuntimeError, match="chunk_size"):
+        emu.rmsprop_(*make_lists([(3,)]), **hyper(), chunk_size=100)
