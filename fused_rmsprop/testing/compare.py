@@ -61,16 +61,18 @@ def assert_close_scaled(actual, expected, rtol, atol, what="", also=None):
 
 def compare_optimizers(make_candidate, make_baseline, *, shapes=DEFAULT_SHAPES, steps=7,
                        dtype=torch.float32, baseline_dtype=None, device="cpu", seed=0,
-                       rtol=None, atol=None, complex_params=False):
+                       rtol=None, atol=None, complex_params=False, baseline_device=None):
     """Run two optimizers side by side for `steps` steps and compare them.
 
     `make_candidate(params)` and `make_baseline(params)` build optimizers over
     lists of leaf tensors. The baseline's parameters start from the
     candidate's (rounded) values and receive the candidate's gradients, cast to
-    `baseline_dtype` (default: `dtype`). After the last step every parameter
+    `baseline_dtype` (default: `dtype`) on `baseline_device` (default:
+    `device`). After the last step every parameter
     and every state entry of the two must agree.
     """
     baseline_dtype = baseline_dtype or dtype
+    baseline_device = baseline_device or device
     if rtol is None:
         rtol, atol = trajectory_tolerance(
             torch.empty((), dtype=dtype).real.dtype,
@@ -80,12 +82,13 @@ def compare_optimizers(make_candidate, make_baseline, *, shapes=DEFAULT_SHAPES, 
         init = [torch.complex(x, x.flip(0) if x.dim() else -x) for x in init]
         grads = [[torch.complex(g, 0.5 * g) for g in gs] for gs in grads]
     cand = [x.to(device=device, dtype=dtype).requires_grad_() for x in init]
-    base = [x.detach().to(baseline_dtype, copy=True).requires_grad_() for x in cand]
+    base = [x.detach().to(baseline_device, baseline_dtype, copy=True).requires_grad_()
+            for x in cand]
     opt_c, opt_b = make_candidate(cand), make_baseline(base)
     for step_grads in grads:
         for pc, pb, g in zip(cand, base, step_grads):
             pc.grad = g.to(device=device, dtype=dtype)
-            pb.grad = pc.grad.to(baseline_dtype, copy=True)
+            pb.grad = pc.grad.to(baseline_device, baseline_dtype, copy=True)
         opt_c.step()
         opt_b.step()
     for i, (pc, pb) in enumerate(zip(cand, base)):

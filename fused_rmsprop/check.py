@@ -1,0 +1,62 @@
+"""Self-test: `python -m fused_rmsprop.check` runs the reference checks on
+every available device (the CPU, and each CUDA GPU) and exits non-zero on any
+mismatch. Run it after installing, on the machine that will train."""
+
+import itertools
+import sys
+
+import torch
+
+from . import FusedRMSprop
+from .testing import assert_matches_reference, assert_matches_torch, assert_steps_match_reference
+
+DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
+OPTIONS = [dict(momentum=m, centered=c, weight_decay=wd, maximize=mx)
+           for m, c, wd, mx in itertools.product([0.0, 0.9], [False, True], [0.0, 0.1], [False, True])]
+
+
+def devices():
+    yield "cpu"
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            yield f"cuda:{i}"
+
+
+def check_device(device, dtype):
+    failures = []
+    for hyper in OPTIONS:
+        checks = [
+            ("torch", lambda: assert_matches_torch(FusedRMSprop, dtype=dtype, device=device, **hyper)),
+            ("reference", lambda: assert_matches_reference(
+                FusedRMSprop, dtype=dtype, device=device, eps_in_sqrt=True, **hyper)),
+            ("per-step", lambda: assert_steps_match_reference(
+                FusedRMSprop, dtype=dtype, device=device, **hyper)),
+        ]
+        for name, check in checks:
+            try:
+                check()
+            except AssertionError as error:
+                failures.append(f"{name} {hyper}: {str(error).splitlines()[0]}")
+    return failures
+
+
+def main():
+    print(f"fused_rmsprop check, torch {torch.__version__}")
+    print(f"{'device':<10} {'dtype':<10} {'checks':>6}  result")
+    failed = False
+    for device in devices():
+        for dtype in DTYPES:
+            failures = check_device(device, dtype)
+            status = "ok" if not failures else f"FAILED ({len(failures)})"
+            print(f"{device:<10} {str(dtype).replace('torch.', ''):<10} {3 * len(OPTIONS):>6}  {status}",
+                  flush=True)
+            for f in failures[:3]:
+                print(f"    {f}")
+            failed |= bool(failures)
+    if not torch.cuda.is_available():
+        print("no CUDA device visible: only the CPU kernel was checked")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
