@@ -23,7 +23,7 @@ test: build
 	$(PY) -m pytest -q tests
 
 bench: build
-	PYTHONPATH=$(CURDIR) $(PY) bench/step_time.py $(BENCH_ARGS)
+	PYTHONPATH=$(CURDIR) $(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build fused_rmsprop/*.so

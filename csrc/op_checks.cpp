@@ -1,6 +1,9 @@
 #include "op_checks.h"
 
+#include <ATen/ops/_foreach_add.h>
 #include <c10/util/Exception.h>
+
+#include <vector>
 
 namespace fused_rmsprop {
 namespace {
@@ -118,6 +121,33 @@ void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& o) {
   }
   if (lists.centered()) {
     check_list("grad_avgs", lists.grad_avgs, lists, true, sdt);
+  }
+  TORCH_CHECK(lists.state_steps.empty() || lists.state_steps.size() == n,
+      "fused_rmsprop: state_steps has ", lists.state_steps.size(),
+      " tensors but params has ", n, " (pass one per param, or none)");
+  for (size_t i = 0; i < lists.state_steps.size(); ++i) {
+    const at::Tensor& s = lists.state_steps[i];
+    TORCH_CHECK(s.defined() && s.numel() == 1 && s.layout() == at::kStrided &&
+        (s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble) &&
+        (s.device().is_cpu() || s.device() == p0.device()),
+        "fused_rmsprop: state_steps[", i, "] must be a one-element float32 or "
+        "float64 tensor on the CPU or on ", p0.device());
+  }
+}
+
+void advance_steps(at::TensorList state_steps) {
+  std::vector<at::Tensor> on_device;
+  for (const at::Tensor& s : state_steps) {
+    if (!s.device().is_cpu()) {
+      on_device.push_back(s);
+    } else if (s.scalar_type() == at::kFloat) {
+      *s.data_ptr<float>() += 1.0f;
+    } else {
+      *s.data_ptr<double>() += 1.0;
+    }
+  }
+  if (!on_device.empty()) {
+    at::_foreach_add_(on_device, 1);
   }
 }
 

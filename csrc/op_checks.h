@@ -16,6 +16,7 @@ struct TensorLists {
   at::TensorList square_avgs;
   at::TensorList momentum_buffers;  // empty: no momentum
   at::TensorList grad_avgs;         // empty: not centered
+  at::TensorList state_steps;       // empty: no step counters to advance
 
   bool has_momentum() const { return !momentum_buffers.empty(); }
   bool centered() const { return !grad_avgs.empty(); }
@@ -25,14 +26,20 @@ struct TensorLists {
 // lengths, one device, float params (float64/32/16, bfloat16) with grads of
 // the same dtype, state either of the param dtype or float32 for half-precision
 // params, equal shapes, and one dense memory layout shared by a parameter,
-// its gradient and its state. Raises c10::Error naming the first offender.
+// its gradient and its state; step counters are one-element float tensors on
+// the CPU or the params' device. Raises c10::Error naming the first offender.
 void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& opts);
+
+// Adds 1 to every step counter: CPU counters directly (no kernel launch, no
+// host synchronisation), counters on the device with one foreach kernel.
+void advance_steps(at::TensorList state_steps);
 
 using RMSpropImpl = void (*)(const TensorLists&, const RMSpropOptions&);
 
 // The op's C++ signature, written once: every device registers
 // `rmsprop_entry<its_impl>`, which packs the arguments, checks them all, and
-// only then hands them to the device's implementation.
+// only then hands them to the device's implementation. With impl == nullptr
+// it is the check-only op, fused_rmsprop::rmsprop_check.
 template <RMSpropImpl impl>
 void rmsprop_entry(
     at::TensorList params,
@@ -40,6 +47,7 @@ void rmsprop_entry(
     at::TensorList square_avgs,
     at::TensorList momentum_buffers,
     at::TensorList grad_avgs,
+    at::TensorList state_steps,
     double lr,
     double alpha,
     double eps,
@@ -50,12 +58,15 @@ void rmsprop_entry(
     bool lr_in_momentum,
     bool decoupled_weight_decay) {
   const TensorLists lists{
-      params, grads, square_avgs, momentum_buffers, grad_avgs};
+      params, grads, square_avgs, momentum_buffers, grad_avgs, state_steps};
   const RMSpropOptions opts{lr, alpha, eps, weight_decay, momentum, maximize,
       eps_in_sqrt, lr_in_momentum, decoupled_weight_decay};
   check_rmsprop_args(lists, opts);
-  if (!params.empty()) {
-    impl(lists, opts);
+  if constexpr (impl != nullptr) {
+    if (!params.empty()) {
+      impl(lists, opts);
+    }
+    advance_steps(state_steps);
   }
 }
 

@@ -3,18 +3,34 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "op_checks.h"
+
 // NOTE: [schema] One mutating op per device/dtype group of tensors, in the
 // style of aten::_fused_adagrad_. Features that are off pass empty lists:
 // momentum_buffers is empty when momentum == 0, grad_avgs when not centered.
 // The gradients are read only. The step counters are not part of the op: the
 // RMSprop update does not use them, so the optimizer advances them itself.
+// The step counters (state_steps) are advanced by the op too: the update
+// itself does not read them, but one call that adds 1 to every CPU counter
+// costs nothing, where a foreach op over hundreds of CPU scalars costs more
+// than the update of small models. Pass an empty list to leave them alone.
+//
+// rmsprop_check takes the same arguments, checks them as rmsprop_ does, and
+// changes nothing: the optimizer checks every group before updating any.
+#define FUSED_RMSPROP_ARGS(mut_a, mut_b, mut_c, mut_d, mut_e)                   \
+  "(Tensor" mut_a "[] params, Tensor[] grads, Tensor" mut_b "[] square_avgs, " \
+  "Tensor" mut_c "[] momentum_buffers, Tensor" mut_d "[] grad_avgs, "          \
+  "Tensor" mut_e "[] state_steps, *, float lr, float alpha, float eps, "        \
+  "float weight_decay, float momentum, bool maximize, bool eps_in_sqrt=False, " \
+  "bool lr_in_momentum=False, bool decoupled_weight_decay=False) -> ()"
+
 TORCH_LIBRARY(fused_rmsprop, m) {
-  m.def(
-      "rmsprop_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] square_avgs, "
-      "Tensor(c!)[] momentum_buffers, Tensor(d!)[] grad_avgs, *, float lr, "
-      "float alpha, float eps, float weight_decay, float momentum, "
-      "bool maximize, bool eps_in_sqrt=False, bool lr_in_momentum=False, "
-      "bool decoupled_weight_decay=False) -> ()");
+  m.def("rmsprop_" FUSED_RMSPROP_ARGS("(a!)", "(b!)", "(c!)", "(d!)", "(e!)"));
+  m.def("rmsprop_check" FUSED_RMSPROP_ARGS("", "", "", "", ""));
+}
+
+TORCH_LIBRARY_IMPL(fused_rmsprop, CompositeExplicitAutograd, m) {
+  m.impl("rmsprop_check", &fused_rmsprop::rmsprop_entry<nullptr>);
 }
 
 // `import fused_rmsprop._C` loads this library, which runs the registrations

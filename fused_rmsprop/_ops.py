@@ -15,12 +15,14 @@ except ImportError as error:  # pragma: no cover - exercised by hand
 
 
 @torch.library.register_fake("fused_rmsprop::rmsprop_")
+@torch.library.register_fake("fused_rmsprop::rmsprop_check")
 def _rmsprop_fake(
     params,
     grads,
     square_avgs,
     momentum_buffers,
     grad_avgs,
+    state_steps,
     *,
     lr,
     alpha,
@@ -45,6 +47,8 @@ def _rmsprop_fake(
                          lambda: f"fused_rmsprop: {name}[{i}] has shape {tuple(t.shape)} and "
                                  f"device {t.device}, params[{i}] has shape {tuple(p.shape)} "
                                  f"and device {p.device}")
+    torch._check(len(state_steps) in (0, n),
+                 lambda: f"fused_rmsprop: state_steps has {len(state_steps)} tensors but params has {n}")
     torch._check(momentum == 0 or len(momentum_buffers) == n,
                  lambda: f"fused_rmsprop: momentum = {momentum} > 0 needs one momentum_buffer "
                          "per parameter")
@@ -52,3 +56,4 @@ def _rmsprop_fake(
 
 
 rmsprop_ = torch.ops.fused_rmsprop.rmsprop_
+rmsprop_check = torch.ops.fused_rmsprop.rmsprop_check

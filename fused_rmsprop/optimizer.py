@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, _get_scalar_dtype
 
-from ._ops import rmsprop_
+from ._ops import rmsprop_, rmsprop_check
 
 _STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
 
@@ -106,12 +104,89 @@ class FusedRMSprop(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        # Check every group before touching any: a step that raises leaves all
-        # parameters and state as they were.
-        plans = [self._plan_group(group) for group in self.param_groups]
-        for group, plan in zip(self.param_groups, plans):
-            self._apply_group(group, plan)
+        # NOTE: [fast path] A steady training step only gathers tensors into
+        # lists: the native check op validates every call before the first
+        # update, so a step that raises changes nothing. Anything else (new
+        # parameters, a grad laid out unlike its parameter, bad state) takes
+        # the slow path, which validates in Python with precise messages,
+        # creates or re-lays state, and then gathers again.
+        calls = self._gather_calls({})
+        if calls is None or not self._all_pass_checks(calls):
+            calls = self._prepare_slowly()
+        for args, kwargs in calls:
+            rmsprop_(*args, **kwargs)
         return loss
+
+    def _gather_calls(self, grad_override):
+        """[(args, kwargs)] of one op call per (group, device, dtype), or None
+        when some parameter needs the slow path."""
+        calls = []
+        state = self.state
+        for group in self.param_groups:
+            momentum, centered = group["momentum"] > 0, group["centered"]
+            lists = ([], [], [], [], [], [])
+            params, grads, square_avgs, buffers, grad_avgs, steps = lists
+            try:
+                for p in group["params"]:
+                    grad = p.grad
+                    if grad is None:
+                        continue
+                    s = state.get(p)
+                    if not s:
+                        return None
+                    grad = grad_override.get(p, grad)
+                    if p.is_complex():
+                        p, grad = _as_real(p), _as_real(grad)
+                        s = {k: _as_real(v) for k, v in s.items()}
+                    params.append(p)
+                    grads.append(grad)
+                    square_avgs.append(s["square_avg"])
+                    if momentum:
+                        buffers.append(s["momentum_buffer"])
+                    if centered:
+                        grad_avgs.append(s["grad_avg"])
+                    steps.append(s["step"])
+                if not params:
+                    continue
+                present = [lst for lst in lists if lst]
+                grouped = torch._C._group_tensors_by_device_and_dtype(present, False)
+            except (KeyError, TypeError, AttributeError, RuntimeError):
+                return None
+            kwargs = _op_kwargs(group)
+            for sub_lists, _ in grouped.values():
+                sub = iter(sub_lists)
+                args = [next(sub) if lst else [] for lst in lists]
+                calls.append((args, kwargs))
+        return calls
+
+    @staticmethod
+    def _all_pass_checks(calls):
+        try:
+            for args, kwargs in calls:
+                rmsprop_check(*args, **kwargs)
+        except RuntimeError:
+            return False
+        return True
+
+    def _prepare_slowly(self):
+        plans = [self._plan_group(group) for group in self.param_groups]
+        undo, grad_override = [], {}
+        try:
+            for group, plan in zip(self.param_groups, plans):
+                self._commit_group(group, plan, undo, grad_override)
+            calls = self._gather_calls(grad_override)
+            if calls is None:
+                raise RuntimeError("FusedRMSprop: internal error: state is incomplete after setup")
+            for args, kwargs in calls:
+                rmsprop_check(*args, **kwargs)
+        except BaseException:
+            for state, key, old in reversed(undo):
+                if old is None:
+                    state.pop(key, None)
+                else:
+                    state[key] = old
+            raise
+        return calls
 
     def _plan_group(self, group):
         """Validates a group; returns [(param, grad, new_state or None)]."""
@@ -182,51 +257,39 @@ class FusedRMSprop(Optimizer):
                     f"{tuple(p.shape)}, dtype {p.dtype}, device {p.device} "
                     "(was a state_dict from another model loaded?)")
 
-    def _apply_group(self, group, plan):
-        if not plan:
-            return
-        momentum, centered = group["momentum"] > 0, group["centered"]
-        # One op call per (device, dtype); lists of the tensors each call updates.
-        calls = defaultdict(lambda: ([], [], [], [], []))
-        steps = defaultdict(list)
+    def _commit_group(self, group, plan, undo, grad_override):
+        """Creates missing state and re-lays state and grads laid out unlike
+        their parameter; records in `undo` how to take it back."""
+        wanted = [("momentum_buffer", group["momentum"] > 0), ("grad_avg", group["centered"])]
         for p, grad, new_state in plan:
             state = self.state[p]
-            if new_state is not None:
-                state.update(new_state)
-            for key, wanted in (("momentum_buffer", momentum), ("grad_avg", centered)):
-                if wanted and key not in state:
+            for key, value in (new_state or {}).items():
+                undo.append((state, key, state.get(key)))
+                state[key] = value
+            for key, on in wanted:
+                if on and key not in state:
+                    undo.append((state, key, None))
                     state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
             for key in _STATE_KEYS:
-                # A state tensor loaded from a checkpoint may be laid out
-                # differently from its parameter (e.g. channels_last).
+                # e.g. a contiguous checkpoint loaded for a channels_last parameter
                 if key in state and state[key].stride() != p.stride():
+                    undo.append((state, key, state[key]))
                     state[key] = torch.empty_like(p).copy_(state[key])
             if grad.stride() != p.stride():
-                grad = torch.empty_like(p).copy_(grad)
-            lists = calls[(p.device, p.dtype)]
-            lists[0].append(_as_real(p))
-            lists[1].append(_as_real(grad))
-            lists[2].append(_as_real(state["square_avg"]))
-            if momentum:
-                lists[3].append(_as_real(state["momentum_buffer"]))
-            if centered:
-                lists[4].append(_as_real(state["grad_avg"]))
-            steps[state["step"].device].append(state["step"])
-        for device_steps in steps.values():
-            torch._foreach_add_(device_steps, 1)
-        lr = group["lr"]
-        lr = lr.item() if isinstance(lr, Tensor) else float(lr)
-        for params, grads, square_avgs, momentum_buffers, grad_avgs in calls.values():
-            rmsprop_(
-                params, grads, square_avgs, momentum_buffers, grad_avgs,
-                lr=lr,
-                alpha=float(group["alpha"]),
-                eps=float(group["eps"]),
-                weight_decay=float(group["weight_decay"]),
-                momentum=float(group["momentum"]),
-                maximize=bool(group["maximize"]),
-                eps_in_sqrt=bool(group["eps_in_sqrt"]),
-            )
+                grad_override[p] = torch.empty_like(p).copy_(grad)
+
+
+def _op_kwargs(group):
+    lr = group["lr"]
+    return dict(
+        lr=lr.item() if isinstance(lr, Tensor) else float(lr),
+        alpha=float(group["alpha"]),
+        eps=float(group["eps"]),
+        weight_decay=float(group["weight_decay"]),
+        momentum=float(group["momentum"]),
+        maximize=bool(group["maximize"]),
+        eps_in_sqrt=bool(group["eps_in_sqrt"]),
+    )
 
 
 class _Where:

@@ -22,7 +22,9 @@ needs_kernel = pytest.mark.skipif(not HAS_CUDA_KERNEL, reason="built without CUD
 
 
 def test_cuda_kernel_is_built_wherever_it_can_be():
-    assert HAS_CUDA_KERNEL == CUDA_EXPECTED or HAS_CUDA_KERNEL
+    # Fails when a CUDA torch and nvcc are present but only the CPU kernel was
+    # built (set FUSED_RMSPROP_CUDA=0 when that is what you want).
+    assert HAS_CUDA_KERNEL or not CUDA_EXPECTED
 
 
 def _cuobjdump(*args):

@@ -41,7 +41,8 @@ def make_lists(shapes, dtype=torch.float32, momentum=True, centered=True, offset
              [tensor(s, "grad", dtype) for s in shapes],
              [tensor(s, "square", state_dtype) for s in shapes],
              [tensor(s, "buf", state_dtype) for s in shapes] if momentum else [],
-             [0.1 * tensor(s, "avg", state_dtype) for s in shapes] if centered else []]
+             [0.1 * tensor(s, "avg", state_dtype) for s in shapes] if centered else [],
+             [torch.zeros(()) for _ in shapes]]
     return lists
 
 
@@ -60,7 +61,7 @@ def assert_emulation_equals_cpu_kernel(lists, h, chunk_size=SMALL_CHUNK):
     emulated, cpu = clone(lists), clone(lists)
     emu.rmsprop_(*emulated, **h, chunk_size=chunk_size)
     fused_rmsprop.rmsprop_(*cpu, **h)
-    for name, a, b in zip(("param", "grad", "square_avg", "momentum_buffer", "grad_avg"),
+    for name, a, b in zip(("param", "grad", "square_avg", "momentum_buffer", "grad_avg", "step"),
                           emulated, cpu):
         for i, (x, y) in enumerate(zip(a, b)):
             assert torch.equal(x, y), f"{name}[{i}] differs (max {(x.double() - y.double()).abs().max()})"
@@ -126,7 +127,7 @@ def test_emulation_matches_the_reference(dtype):
     lists = make_lists([(3,), (SMALL_CHUNK * 2 + 7,)], dtype, True, True, offset=1)
     h = hyper(eps_in_sqrt=True)
     expected = []
-    for p, g, v, b, a in zip(*lists):
+    for p, g, v, b, a, _ in zip(*lists):
         state = {"square_avg": v.double().clone(), "momentum_buffer": b.double().clone(),
                  "grad_avg": a.double().clone()}
         p64 = p.double().clone()

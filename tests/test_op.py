@@ -5,6 +5,7 @@ import torch
 
 import fused_rmsprop  # noqa: F401  (registers the op)
 from fused_rmsprop import rmsprop_
+from fused_rmsprop._ops import rmsprop_check
 from fused_rmsprop.testing import ReferenceRMSprop, reference_rmsprop_update
 
 HYPER = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.1, momentum=0.9, maximize=False)
@@ -17,7 +18,8 @@ def _lists(shapes, dtype=torch.float32, state_dtype=None, momentum=True, centere
     sq = [torch.rand(s, dtype=state_dtype) + 0.5 for s in shapes]
     bufs = [torch.randn(s, dtype=state_dtype) for s in shapes] if momentum else []
     gavg = [0.1 * torch.randn(s, dtype=state_dtype) for s in shapes] if centered else []
-    return params, grads, sq, bufs, gavg
+    steps = [torch.zeros(()) for _ in shapes]
+    return params, grads, sq, bufs, gavg, steps
 
 
 @pytest.mark.parametrize("momentum,centered", [(False, False), (True, False), (False, True), (True, True)])
@@ -25,19 +27,21 @@ def test_opcheck(momentum, centered):
     args = _lists([(3,), (0,), (17, 5)], momentum=momentum, centered=centered)
     kw = dict(HYPER, momentum=0.9 if momentum else 0.0)
     torch.library.opcheck(torch.ops.fused_rmsprop.rmsprop_.default, args, kw)
+    torch.library.opcheck(torch.ops.fused_rmsprop.rmsprop_check.default, args, kw)
 
 
 @pytest.mark.parametrize("param_dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_float32_state_for_half_params(param_dtype):
-    params, grads, sq, bufs, gavg = _lists([(33,), (129,)], dtype=param_dtype,
-                                           state_dtype=torch.float32)
+    params, grads, sq, bufs, gavg, steps = _lists([(33,), (129,)], dtype=param_dtype,
+                                                  state_dtype=torch.float32)
     expected = []
     for p, g, v, b, a in zip(params, grads, sq, bufs, gavg):
         state = {"square_avg": v.double(), "momentum_buffer": b.double(), "grad_avg": a.double()}
         p64 = p.double()
         reference_rmsprop_update(p64, g.double(), state, centered=True, **HYPER)
         expected.append((p64, state))
-    rmsprop_(params, grads, sq, bufs, gavg, **HYPER)
+    rmsprop_(params, grads, sq, bufs, gavg, steps, **HYPER)
+    assert [s.item() for s in steps] == [1.0, 1.0]
     for i, (p64, state) in enumerate(expected):
         torch.testing.assert_close(params[i].double(), p64, rtol=1e-2, atol=1e-2)
         # fp32 state keeps fp32 accuracy although the params are half precision.
@@ -52,13 +56,16 @@ def test_float32_state_for_half_params(param_dtype):
     (lambda L: L[3].clear(), "momentum = 0.9 > 0 needs one momentum_buffer"),
     (lambda L: L[4].__setitem__(0, torch.zeros(6)[::2]), r"grad_avgs\[0\] must be dense"),
     (lambda L: L[0].__setitem__(0, torch.zeros(3, dtype=torch.int32)), "supported are float64"),
-], ids=["length", "grad_dtype", "state_shape", "no_buffers", "strided_state", "int_param"])
-def test_bad_arguments_raise_before_anything_is_written(mutate, match):
+    (lambda L: L[5].__setitem__(1, torch.zeros(2)), r"state_steps\[1\] must be a one-element"),
+], ids=["length", "grad_dtype", "state_shape", "no_buffers", "strided_state", "int_param",
+        "step_shape"])
+@pytest.mark.parametrize("op", [rmsprop_, rmsprop_check], ids=["update", "check"])
+def test_bad_arguments_raise_before_anything_is_written(mutate, match, op):
     lists = [list(x) for x in _lists([(3,), (5,)])]
     mutate(lists)
     before = [[t.clone() for t in lst] for lst in lists]
     with pytest.raises(RuntimeError, match=match):
-        rmsprop_(*lists, **HYPER)
+        op(*lists, **HYPER)
     for lst, old in zip(lists, before):
         for t, o in zip(lst, old):
             assert torch.equal(t, o)
@@ -69,32 +76,33 @@ def test_mixed_devices_and_float32_state_for_float32_params_are_rejected():
     bad = list(lists[2])
     bad[0] = bad[0].to("meta")
     with pytest.raises(RuntimeError, match="device"):
-        rmsprop_(lists[0], lists[1], bad, lists[3], lists[4], **HYPER)
-    p, g, sq, b, a = _lists([(3,)], dtype=torch.float64, state_dtype=torch.float32)
+        rmsprop_(lists[0], lists[1], bad, lists[3], lists[4], lists[5], **HYPER)
+    p, g, sq, b, a, st = _lists([(3,)], dtype=torch.float64, state_dtype=torch.float32)
     with pytest.raises(RuntimeError, match="does not fit params"):
-        rmsprop_(p, g, sq, b, a, **HYPER)
+        rmsprop_(p, g, sq, b, a, st, **HYPER)
 
 
 def test_sparse_and_empty_lists_are_refused_by_the_dispatcher():
     # No kernel exists for sparse tensors, and a call without tensors has no
     # device to dispatch on (FusedRMSprop never makes one).
-    p, g, sq, _, _ = _lists([(3,)], momentum=False, centered=False)
+    p, g, sq, _, _, st = _lists([(3,)], momentum=False, centered=False)
     with pytest.raises(NotImplementedError, match="SparseCPU"):
-        rmsprop_(p, [g[0].to_sparse()], sq, [], [], **dict(HYPER, momentum=0.0))
+        rmsprop_(p, [g[0].to_sparse()], sq, [], [], st, **dict(HYPER, momentum=0.0))
     with pytest.raises(NotImplementedError, match="empty list"):
-        rmsprop_([], [], [], [], [], **HYPER)
+        rmsprop_([], [], [], [], [], [], **HYPER)
 
 
 def test_compiles_with_fullgraph_and_matches_eager():
-    params, grads, sq, bufs, gavg = _lists([(7,), (64,)])
-    clones = [[t.clone() for t in lst] for lst in (params, grads, sq, bufs, gavg)]
+    params, grads, sq, bufs, gavg, steps = _lists([(7,), (64,)])
+    clones = [[t.clone() for t in lst] for lst in (params, grads, sq, bufs, gavg, steps)]
 
     @torch.compile(fullgraph=True, backend="aot_eager")
-    def step(p, g, s, b, a):
-        rmsprop_(p, g, s, b, a, **HYPER)
+    def step(p, g, s, b, a, st):
+        rmsprop_(p, g, s, b, a, st, **HYPER)
 
-    step(params, grads, sq, bufs, gavg)
+    step(params, grads, sq, bufs, gavg, steps)
     rmsprop_(*clones, **HYPER)
+    assert torch.equal(steps[0], clones[5][0])
     for lst, ref in zip((params, sq, bufs, gavg), (clones[0], clones[2], clones[3], clones[4])):
         for t, r in zip(lst, ref):
             assert torch.equal(t, r)

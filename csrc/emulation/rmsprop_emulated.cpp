@@ -40,7 +40,8 @@ int64_t last_launches() {
 
 void rmsprop_emulated_op(
     at::TensorList params, at::TensorList grads, at::TensorList square_avgs,
-    at::TensorList momentum_buffers, at::TensorList grad_avgs, double lr,
+    at::TensorList momentum_buffers, at::TensorList grad_avgs,
+    at::TensorList state_steps, double lr,
     double alpha, double eps, double weight_decay, double momentum,
     bool maximize, bool eps_in_sqrt, bool lr_in_momentum,
     bool decoupled_weight_decay, int64_t chunk_size) {
@@ -49,7 +50,8 @@ void rmsprop_emulated_op(
       kSmallChunk, ", got ", chunk_size);
   auto impl = chunk_size == kChunkSize ? &rmsprop_emulated<kChunkSize>
                                        : &rmsprop_emulated<kSmallChunk>;
-  const TensorLists lists{params, grads, square_avgs, momentum_buffers, grad_avgs};
+  const TensorLists lists{
+      params, grads, square_avgs, momentum_buffers, grad_avgs, state_steps};
   const RMSpropOptions opts{lr, alpha, eps, weight_decay, momentum, maximize,
       eps_in_sqrt, lr_in_momentum, decoupled_weight_decay};
   check_rmsprop_args(lists, opts);
@@ -57,6 +59,7 @@ void rmsprop_emulated_op(
   if (!params.empty()) {
     impl(lists, opts);
   }
+  advance_steps(state_steps);
 }
 
 }  // namespace
@@ -64,7 +67,8 @@ void rmsprop_emulated_op(
 TORCH_LIBRARY(fused_rmsprop_emulation, m) {
   m.def(
       "rmsprop_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] square_avgs, "
-      "Tensor(c!)[] momentum_buffers, Tensor(d!)[] grad_avgs, *, float lr, "
+      "Tensor(c!)[] momentum_buffers, Tensor(d!)[] grad_avgs, "
+      "Tensor(e!)[] state_steps, *, float lr, "
       "float alpha, float eps, float weight_decay, float momentum, "
       "bool maximize, bool eps_in_sqrt=False, bool lr_in_momentum=False, "
       "bool decoupled_weight_decay=False, int chunk_size=65536) -> ()");

@@ -1,0 +1,61 @@
+"""What the benchmark measures: parameter lists and optimizer settings."""
+
+from __future__ import annotations
+
+import torch
+
+CONFIGS = {
+    "plain": dict(),
+    "mom+ctr+wd": dict(momentum=0.9, centered=True, weight_decay=0.01),
+}
+DEFAULT_SIZES = [1e3, 1e4, 1e5, 1e6, 1e7, 6.4e7, 1e8]
+
+
+def bytes_per_element(dtype: torch.dtype, config: str) -> int:
+    """Minimum traffic of one step: read p, g, v (+ b, + gbar), write p, v (+ b, + gbar)."""
+    options = CONFIGS[config]
+    size = torch.empty((), dtype=dtype).element_size()
+    state = 1 + (options.get("momentum", 0) > 0) + bool(options.get("centered", False))
+    return size * (2 + 2 * state)
+
+
+def gpt2_small_shapes():
+    """GPT-2 small (124M parameters, 148 tensors), from its published shapes."""
+    d, vocab, ctx, layers = 768, 50257, 1024, 12
+    shapes = [(vocab, d), (ctx, d)]
+    for _ in range(layers):
+        shapes += [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,),
+                   (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+    return shapes + [(d,), (d,)]
+
+
+def resnet50_shapes():
+    """ResNet-50 (25.6M parameters, 161 tensors), from torchvision's layout."""
+    shapes = [(64, 3, 7, 7), (64,), (64,)]
+    in_ch = 64
+    for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        for b in range(blocks):
+            out = 4 * width
+            shapes += [(width, in_ch, 1, 1), (width,), (width,),
+                       (width, width, 3, 3), (width,), (width,),
+                       (out, width, 1, 1), (out,), (out,)]
+            if b == 0:
+                shapes += [(out, in_ch, 1, 1), (out,), (out,)]
+            in_ch = out
+    return shapes + [(1000, 2048), (1000,)]
+
+
+def many_small_shapes():
+    """200 tensors of 50K elements: many small tensors, one call."""
+    return [(50_000,)] * 200
+
+
+MODELS = {
+    "gpt2-small": gpt2_small_shapes,
+    "resnet50": resnet50_shapes,
+    "200x50K": many_small_shapes,
+}
+
+
+def numel(shapes) -> int:
+    return sum(int(torch.Size(s).numel()) for s in shapes)

@@ -1,0 +1,76 @@
+"""Printing and plotting benchmark rows."""
+
+from __future__ import annotations
+
+import platform
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _speedup(row, kind):
+    t = row.get(f"{kind}_s")
+    return f"{t / row['fused_s']:.1f}x" if t else "-"
+
+
+def print_table(rows, probe):
+    header = (f"{'case':>10} {'tensors':>7} {'numel':>9} {'dtype':>8} {'config':>10} "
+              f"{'fused ms':>9} {'Gelem/s':>8} {'GB/s':>6} {'roof%':>5} "
+              f"{'vs loop':>7} {'vs foreach':>10} {'vs compile':>10}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['case']:>10} {r['tensors']:>7} {r['numel']:>9.2e} {r['dtype']:>8} "
+              f"{r['config']:>10} {1e3 * r['fused_s']:>9.3f} {r['numel'] / r['fused_s'] / 1e9:>8.2f} "
+              f"{r['gbps']:>6.1f} {r['roofline_pct']:>5.0f} {_speedup(r, 'for-loop'):>7} "
+              f"{_speedup(r, 'foreach'):>10} {_speedup(r, 'compile'):>10}")
+    compiled = [r for r in rows if "compile_time_s" in r]
+    for r in compiled:
+        print(f"torch.compile of the {r['case']} {r['dtype']} {r['config']} step: "
+              f"{r['compile_time_s']:.1f} s to compile, {1e3 * r['compile_s']:.2f} ms per step")
+    print(f"roofline: in-place addcmul_ at {probe:.1f} GB/s; GB/s counts the minimum bytes "
+          "per element (read p, g and state, write p and state)")
+
+
+def plot(rows, probe, path, device):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return None
+    sweep = [r for r in rows if r["tensors"] == 1]
+    configs = sorted({r["config"] for r in sweep})
+    if not configs:
+        return None
+    fig, axes = plt.subplots(1, len(configs), figsize=(6 * len(configs), 4.5), squeeze=False)
+    for ax, config in zip(axes[0], configs):
+        for dtype in sorted({r["dtype"] for r in sweep}):
+            pts = sorted((r for r in sweep if r["config"] == config and r["dtype"] == dtype),
+                         key=lambda r: r["numel"])
+            xs = [r["numel"] for r in pts]
+            for kind, style in (("fused", "-o"), ("for-loop", "--x"), ("foreach", ":^")):
+                ys = [r["bytes_per_element"] * r["numel"] / r[f"{kind}_s"] / 1e9 for r in pts]
+                label = "FusedRMSprop" if kind == "fused" else f"torch {kind}"
+                ax.plot(xs, ys, style, label=f"{label} {dtype}")
+        ax.axhline(probe, color="k", lw=1, label=f"roofline {probe:.0f} GB/s")
+        ax.set_xscale("log")
+        ax.set_xlabel("elements in the parameter")
+        ax.set_ylabel("GB/s (minimum bytes per step)")
+        ax.set_title(f"{device}, {config}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,134 @@
+"""Throughput microbenchmarks of FusedRMSprop against torch.optim.RMSprop.
+
+    make bench                                   # the embedded default (under 5 min, CPU)
+    make bench BENCH_ARGS="--quick"              # sizes up to 1e6, no models, no compile
+    python bench/run.py --device cuda --sizes 1e6 1e8 --dtypes float32 --models gpt2-small
+
+Cases: one tensor per size of the sweep, and parameter lists shaped like real
+models, for each dtype and option set. Baselines, timed in the same run:
+torch.optim.RMSprop's for-loop (its CPU default), foreach=True, and
+torch.compile of its step (compile time reported on its own). The roofline is
+an in-place addcmul_ measured in the same run; GB/s counts the minimum bytes a
+step must move (bench/cases.py: bytes_per_element).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cases  # noqa: E402
+import harness  # noqa: E402
+import report  # noqa: E402
+
+BASELINES = ["for-loop", "foreach", "compile"]
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:1 ... (default: the CPU and every GPU)")
+    p.add_argument("--sizes", type=float, nargs="*", default=cases.DEFAULT_SIZES)
+    p.add_argument("--models", nargs="*", default=list(cases.MODELS), choices=list(cases.MODELS))
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    p.add_argument("--configs", nargs="+", default=list(cases.CONFIGS), choices=list(cases.CONFIGS))
+    p.add_argument("--compile", choices=["headline", "all", "none"], default="headline",
+                   help="torch.compile baseline: headline = the 6.4e7 float32 cases only")
+    p.add_argument("--quick", action="store_true",
+                   help="sizes up to 1e6, the 200x50K list only, no compile baseline")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sizes = [s for s in args.sizes if s <= 1e6]
+        args.models = ["200x50K"]
+        args.compile = "none"
+    return args
+
+
+def repeats_for(numel):
+    return 20 if numel <= 1e6 else 10 if numel <= 2e7 else 5
+
+
+def case_list(args):
+    out = []
+    for dtype in args.dtypes:
+        for config in args.configs:
+            for size in args.sizes:
+                out.append((f"{size:.0e}", [(int(size),)], dtype, config))
+            for model in args.models:
+                out.append((model, cases.MODELS[model](), dtype, config))
+    return out
+
+
+def wants_compile(args, name, dtype):
+    return args.compile == "all" or (args.compile == "headline" and name == "6e+07"
+                                     and dtype == "float32")
+
+
+def run_device(device, args):
+    probe = harness.bandwidth_probe(device)
+    print(f"[{device}] in-place addcmul_ bandwidth probe: {probe:.1f} GB/s", flush=True)
+    rows = []
+    todo = case_list(args)
+    for i, (name, shapes, dtype_name, config) in enumerate(todo, 1):
+        dtype = getattr(torch, dtype_name)
+        n = cases.numel(shapes)
+        print(f"  [{i}/{len(todo)}] {name} {dtype_name} {config} ...", end="", flush=True)
+        started = time.perf_counter()
+        params = harness.make_params(shapes, dtype, device)
+        options = cases.CONFIGS[config]
+        reps = repeats_for(n)
+        row = dict(device=device, case=name, tensors=len(shapes), numel=n, dtype=dtype_name,
+                   config=config, bytes_per_element=cases.bytes_per_element(dtype, config),
+                   roofline_gbps=probe)
+        row["fused_s"], _ = harness.time_optimizer("fused", params, options, reps, device)
+        for kind in BASELINES:
+            if kind == "compile" and not wants_compile(args, name, dtype_name):
+                continue
+            row[f"{kind}_s"], compile_s = harness.time_optimizer(kind, params, options, reps, device)
+            if compile_s is not None:
+                row["compile_time_s"] = compile_s
+        del params
+        row["gbps"] = row["bytes_per_element"] * n / row["fused_s"] / 1e9
+        row["roofline_pct"] = 100 * row["gbps"] / probe
+        rows.append(row)
+        print(f" {time.perf_counter() - started:.1f}s", flush=True)
+    return probe, rows
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    devices = [args.device] if args.device else ["cpu"] + [
+        f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    machine = dict(platform=platform.platform(), processor=report.cpu_name(),
+                   threads=torch.get_num_threads(), torch=torch.__version__,
+                   python=platform.python_version())
+    print(f"fused_rmsprop benchmark on {machine['processor']}, {machine['threads']} threads, "
+          f"torch {machine['torch']}", flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    results = dict(machine=machine, devices={})
+    for device in devices:
+        probe, rows = run_device(device, args)
+        results["devices"][device] = dict(roofline_gbps=probe, rows=rows)
+        print()
+        report.print_table(rows, probe)
+        tag = device.replace(":", "")
+        png = report.plot(rows, probe, os.path.join(args.out, f"throughput_{tag}.png"), device)
+        if png:
+            print(f"plot written to {png}")
+    path = os.path.join(args.out, "results.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"results written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
