@@ -149,3 +149,20 @@ def test_emulated_op_checks_its_arguments_first():
     assert all(torch.equal(x, y) for a, b in zip(lists, before) for x, y in zip(a, b))
     with pytest.raises(RuntimeError, match="chunk_size"):
         emu.rmsprop_(*make_lists([(3,)]), **hyper(), chunk_size=100)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_conversions_agree_with_c10_on_extreme_values(dtype):
+    # The CPU kernel converts half types its own way (branch-free bfloat16,
+    # F16C float16); the emulated kernel uses c10's conversions. Subnormal,
+    # huge and mixed-magnitude values must round to the same bits.
+    info = torch.finfo(dtype)
+    values = torch.tensor([info.tiny / 8, info.tiny, 1e-3, 1.0, 3.0, info.max / 4, -info.max / 2,
+                           -info.tiny / 4, 0.0, -0.0, 65504 / 2, 1 / 3], dtype=torch.float64)
+    scale = torch.logspace(-6, 4, 97, dtype=torch.float64)
+    base = torch.cat([values, (torch.randn(97, dtype=torch.float64) * scale)])
+    lists = [[base.to(dtype)], [base.flip(0).to(dtype)], [base.abs().to(dtype) + 0.5],
+             [base.roll(3).to(dtype)], [], [torch.zeros(())]]
+    h = dict(lr=0.5, alpha=0.5, eps=1e-3, weight_decay=0.0, momentum=0.5, maximize=False)
+    for lr in (0.5, 1e-3):
+        assert_emulation_equals_cpu_kernel(clone(lists), dict(h, lr=lr))

@@ -6,9 +6,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "convert.h"
+#include "half_blocks.h"
 #include "../dispatch.h"
 #include "../op_checks.h"
 #include "../rmsprop_rule.h"
@@ -72,6 +74,62 @@ FUSED_RMSPROP_CPU_CLONES void update_span(
   }
 }
 
+// float16 params: block by block, convert to float32 (F16C), run the float32
+// loop above on the block, convert back. The rounding is the same as
+// converting each element on its own: float32 compute, one rounding to
+// float16 per stored value. float32 state (S = float) is used in place.
+template <typename S, bool kMomentum, bool kCentered>
+void update_span_half(
+    c10::Half* param,
+    const c10::Half* grad,
+    S* square_avg,
+    S* momentum_buffer,
+    S* grad_avg,
+    int64_t n,
+    const RMSpropConstants<float> c) {
+  constexpr int64_t kBlock = 512;
+  alignas(64) float p[kBlock], g[kBlock], v[kBlock], b[kBlock], a[kBlock];
+  constexpr bool kHalfState = std::is_same_v<S, c10::Half>;
+  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+    const int64_t m = std::min(kBlock, n - i0);
+    auto load_state = [&](S* src, float* block) -> float* {
+      if constexpr (kHalfState) {
+        cpu::half_to_float(src + i0, block, m);
+        return block;
+      } else {
+        return src + i0;
+      }
+    };
+    auto store_state = [&](S* dst, const float* block) {
+      if constexpr (kHalfState) {
+        cpu::float_to_half(block, dst + i0, m);
+      }
+    };
+    cpu::half_to_float(param + i0, p, m);
+    cpu::half_to_float(grad + i0, g, m);
+    float* vs = load_state(square_avg, v);
+    float* bs = kMomentum ? load_state(momentum_buffer, b) : nullptr;
+    float* as = kCentered ? load_state(grad_avg, a) : nullptr;
+    update_span<float, float, kMomentum, kCentered>(p, g, vs, bs, as, m, c);
+    cpu::float_to_half(p, param + i0, m);
+    store_state(square_avg, v);
+    if constexpr (kMomentum) store_state(momentum_buffer, b);
+    if constexpr (kCentered) store_state(grad_avg, a);
+  }
+}
+
+template <typename T, typename S, bool kMomentum, bool kCentered>
+void update_param(T* param, const T* grad, S* square_avg, S* momentum_buffer,
+    S* grad_avg, int64_t n, const RMSpropConstants<at::opmath_type<T>>& c) {
+  if constexpr (std::is_same_v<T, c10::Half>) {
+    update_span_half<S, kMomentum, kCentered>(
+        param, grad, square_avg, momentum_buffer, grad_avg, n, c);
+  } else {
+    update_span<T, S, kMomentum, kCentered>(
+        param, grad, square_avg, momentum_buffer, grad_avg, n, c);
+  }
+}
+
 // NOTE: [flat index space] The work of a call is one index space of units
 // laid end to end over all its tensors; a unit is the elements of one 64-byte
 // cache line of the parameter, counted from the tensor's start. The units are
@@ -119,7 +177,7 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
           }
           S* b = state_ptr(lists.momentum_buffers, t);
           S* gbar = state_ptr(lists.grad_avgs, t);
-          update_span<T, S, Tag::kMomentum, Tag::kCentered>(
+          update_param<T, S, Tag::kMomentum, Tag::kCentered>(
               static_cast<T*>(data(lists.params[t])) + first,
               static_cast<const T*>(data(lists.grads[t])) + first,
               static_cast<S*>(data(lists.square_avgs[t])) + first,
