@@ -49,28 +49,51 @@ def make_params(shapes, dtype, device, seed=0):
     return params
 
 
-def time_optimizer(kind, params, options, repeats, device):
-    """Median step time (s) of one optimizer kind, and for 'compile' also the
-    compile time (s) of its first call. The optimizer's state is freed after."""
-    compile_s = None
+def _build(kind, params, options, device):
+    """(step function, compile seconds or None) of one optimizer kind."""
     if kind == "fused":
-        opt = FusedRMSprop(params, **options)
-        step = opt.step
-    elif kind in ("for-loop", "foreach"):
-        opt = torch.optim.RMSprop(params, foreach=(kind == "foreach"), **options)
-        step = opt.step
-    elif kind == "compile":
-        opt = torch.optim.RMSprop(params, foreach=False, **options)
-        step = torch.compile(opt.step)
+        return FusedRMSprop(params, **options).step, None
+    if kind in ("for-loop", "foreach"):
+        return torch.optim.RMSprop(params, foreach=(kind == "foreach"), **options).step, None
+    if kind == "compile":
+        step = torch.compile(torch.optim.RMSprop(params, foreach=False, **options).step)
         start = time.perf_counter()
         step()
         _sync(device)
-        compile_s = time.perf_counter() - start
-    else:
-        raise ValueError(kind)
-    t = median_time(step, repeats, device)
-    del opt, step
+        return step, time.perf_counter() - start
+    raise ValueError(kind)
+
+
+def time_case(params, options, kinds, repeats, device, probe_numel):
+    """Median step time (s) of each optimizer kind, and of the bandwidth probe,
+    measured interleaved: each repeat runs one step of every kind in turn, so
+    a slow phase of a noisy machine hits all of them alike. Returns
+    ({kind: seconds, "probe": seconds}, compile seconds or None).
+
+    With probe_numel = 0 there is no probe: small cases run from cache, and
+    a probe between their steps would evict the interpreter's own working set
+    (a 1e3-element step then takes 0.6 ms instead of 0.15 ms here)."""
+    steps = {}
+    if probe_numel:
+        x, y, z = (torch.rand(probe_numel, device=device) for _ in range(3))
+        steps["probe"] = lambda: x.addcmul_(y, z, value=1e-9)
+    compile_s = None
+    for kind in kinds:
+        steps[kind], built_s = _build(kind, params, options, device)
+        compile_s = built_s if built_s is not None else compile_s
+    for fn in steps.values():
+        fn()
+        fn()
+    _sync(device)
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    del steps
     gc.collect()
-    if kind == "compile":
+    if "compile" in kinds:
         torch._dynamo.reset()
-    return t, compile_s
+    return {name: statistics.median(t) for name, t in times.items()}, compile_s

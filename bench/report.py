@@ -36,8 +36,9 @@ def print_table(rows, probe):
     for r in compiled:
         print(f"torch.compile of the {r['case']} {r['dtype']} {r['config']} step: "
               f"{r['compile_time_s']:.1f} s to compile, {1e3 * r['compile_s']:.2f} ms per step")
-    print(f"roofline: in-place addcmul_ at {probe:.1f} GB/s; GB/s counts the minimum bytes "
-          "per element (read p, g and state, write p and state)")
+    print(f"roof%: GB/s against an in-place addcmul_ timed interleaved with each case of 4M+ "
+          f"elements (smaller cases: 64M fp32 at the start, {probe:.1f} GB/s); GB/s counts the "
+          "minimum bytes per element (read p, g and state, write p and state)")
 
 
 def plot(rows, probe, path, device):
