@@ -16,13 +16,17 @@ class FusedRMSprop(Optimizer):
 
     Takes the arguments of ``torch.optim.RMSprop`` with the same defaults and
     validation, keeps the same state (``step``, ``square_avg``,
-    ``momentum_buffer``, ``grad_avg``), and computes the same update. Two
+    ``momentum_buffer``, ``grad_avg``), and computes the same update. Four
     keyword-only switches reproduce other frameworks' conventions:
 
     * ``eps_in_sqrt``: divide by ``sqrt(v + eps)`` instead of ``sqrt(v) + eps``
       (d2l, TensorFlow, Keras, Optax, MXNet);
     * ``initial_square_avg``: the value ``square_avg`` starts at (TF1 and
-      timm use 1.0).
+      timm use 1.0);
+    * ``lr_in_momentum``: the momentum buffer accumulates ``lr * g / d`` and
+      the parameter moves by the buffer (TF, Keras, timm, Optax, MXNet);
+    * ``decoupled_weight_decay``: ``p *= 1 - lr * weight_decay`` before the
+      step, the gradient untouched (Keras, timm's ``decoupled_decay``).
 
     ``foreach`` is accepted and ignored (the step is always fused);
     ``differentiable=True`` is rejected. float16 and bfloat16 parameters are
@@ -46,6 +50,8 @@ class FusedRMSprop(Optimizer):
         *,
         eps_in_sqrt: bool = False,
         initial_square_avg: float = 0.0,
+        lr_in_momentum: bool = False,
+        decoupled_weight_decay: bool = False,
     ) -> None:
         # The same checks, in the same order and words, as torch.optim.RMSprop.
         if isinstance(lr, Tensor) and lr.numel() != 1:
@@ -80,6 +86,8 @@ class FusedRMSprop(Optimizer):
             "differentiable": differentiable,
             "eps_in_sqrt": eps_in_sqrt,
             "initial_square_avg": initial_square_avg,
+            "lr_in_momentum": lr_in_momentum,
+            "decoupled_weight_decay": decoupled_weight_decay,
         }
         super().__init__(params, defaults)
 
@@ -87,7 +95,8 @@ class FusedRMSprop(Optimizer):
         super().__setstate__(state)
         for group in self.param_groups:
             for key in ("momentum", "centered", "foreach", "maximize",
-                        "differentiable", "capturable", "eps_in_sqrt"):
+                        "differentiable", "capturable", "eps_in_sqrt", "lr_in_momentum",
+                        "decoupled_weight_decay"):
                 group.setdefault(key, self.defaults.get(key, False))
             group.setdefault("initial_square_avg", 0.0)
 
@@ -289,6 +298,8 @@ def _op_kwargs(group):
         momentum=float(group["momentum"]),
         maximize=bool(group["maximize"]),
         eps_in_sqrt=bool(group["eps_in_sqrt"]),
+        lr_in_momentum=bool(group["lr_in_momentum"]),
+        decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
     )
 
 

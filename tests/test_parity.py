@@ -110,3 +110,12 @@ def test_complex_parameters_match_torch():
                        lambda p: torch.optim.RMSprop(p, momentum=0.9, centered=True),
                        shapes=[(3,), (17, 2), (65,)], dtype=torch.complex64,
                        complex_params=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("lr_in_momentum,decoupled", [(True, False), (False, True), (True, True)])
+def test_framework_switches_match_reference(dtype, lr_in_momentum, decoupled):
+    kw = dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.1, eps_in_sqrt=True,
+              lr_in_momentum=lr_in_momentum, decoupled_weight_decay=decoupled)
+    assert_matches_reference(FusedRMSprop, dtype=dtype, **kw)
+    assert_steps_match_reference(FusedRMSprop, dtype=dtype, **kw)

@@ -17,10 +17,12 @@ from .compare import (
     make_problem,
     trajectory_tolerance,
 )
+from .frameworks import FRAMEWORKS
 from .reference import ReferenceRMSprop, reference_rmsprop_update
 
 __all__ = [
     "DEFAULT_SHAPES",
+    "FRAMEWORKS",
     "ReferenceRMSprop",
     "assert_close_scaled",
     "assert_matches_reference",
