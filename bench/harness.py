@@ -35,7 +35,6 @@ def bandwidth_probe(device, numel=64 * 2**20, repeats=9):
     the memory roofline an elementwise optimizer step can hope for."""
     x, y, z = (torch.rand(numel, device=device) for _ in range(3))
     t = median_time(lambda: x.addcmul_(y, z, value=1e-9), repeats, device)
-    del x, y, z
     return 16 * numel / t / 1e9
 
 

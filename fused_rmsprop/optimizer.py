@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, _get_scalar_dtype
+from torch.optim.optimizer import Optimizer
 
 from ._ops import rmsprop_, rmsprop_check
+from ._state import (STATE_KEYS, Where, as_real, check_state, is_dense, new_state,
+                     state_dtype, zeros_state)
 
-_STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
 
 
 class FusedRMSprop(Optimizer):
@@ -27,6 +28,9 @@ class FusedRMSprop(Optimizer):
       the parameter moves by the buffer (TF, Keras, timm, Optax, MXNet);
     * ``decoupled_weight_decay``: ``p *= 1 - lr * weight_decay`` before the
       step, the gradient untouched (Keras, timm's ``decoupled_decay``).
+
+    ``state_dtype=torch.float32`` keeps the state of float16/bfloat16
+    parameters in float32 (default None: the parameter's dtype, as torch).
 
     ``foreach`` is accepted and ignored (the step is always fused);
     ``differentiable=True`` is rejected. float16 and bfloat16 parameters are
@@ -52,6 +56,7 @@ class FusedRMSprop(Optimizer):
         initial_square_avg: float = 0.0,
         lr_in_momentum: bool = False,
         decoupled_weight_decay: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         # The same checks, in the same order and words, as torch.optim.RMSprop.
         if isinstance(lr, Tensor) and lr.numel() != 1:
@@ -68,6 +73,9 @@ class FusedRMSprop(Optimizer):
             raise ValueError(f"Invalid alpha value: {alpha}")
         if not 0.0 <= initial_square_avg < float("inf"):
             raise ValueError(f"Invalid initial_square_avg value: {initial_square_avg}")
+        if state_dtype not in (None, torch.float32):
+            raise ValueError(f"Invalid state_dtype: {state_dtype}; use None (the parameter's "
+                             "dtype, as torch) or torch.float32 (for float16/bfloat16 params)")
         if differentiable:
             raise ValueError(
                 "FusedRMSprop does not support differentiable=True: its fused step "
@@ -88,17 +96,44 @@ class FusedRMSprop(Optimizer):
             "initial_square_avg": initial_square_avg,
             "lr_in_momentum": lr_in_momentum,
             "decoupled_weight_decay": decoupled_weight_decay,
+            "state_dtype": state_dtype,
         }
         super().__init__(params, defaults)
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        # Groups loaded from torch.optim.RMSprop (or an older FusedRMSprop)
+        # lack some keys; they take this optimizer's settings.
         for group in self.param_groups:
-            for key in ("momentum", "centered", "foreach", "maximize",
-                        "differentiable", "capturable", "eps_in_sqrt", "lr_in_momentum",
-                        "decoupled_weight_decay"):
-                group.setdefault(key, self.defaults.get(key, False))
-            group.setdefault("initial_square_avg", 0.0)
+            for key, value in self.defaults.items():
+                if key not in ("lr", "alpha", "eps", "weight_decay"):
+                    group.setdefault(key, value)
+
+    def load_state_dict(self, state_dict):
+        """torch's loader, keeping float32 state of half-precision parameters.
+
+        torch.optim.Optimizer.load_state_dict casts every floating-point state
+        tensor to its parameter's dtype, which would round float32 state
+        (``state_dtype=torch.float32``) to bfloat16 or float16. The float32
+        tensors are set aside first and put back afterwards; state saved in
+        the parameter's dtype (e.g. by torch.optim.RMSprop) is widened.
+        """
+        saved_groups = state_dict["param_groups"]
+        ids = [i for g in saved_groups for i in g["params"]]
+        kept = {i: {k: v for k, v in state_dict["state"].get(i, {}).items()
+                    if k in STATE_KEYS and torch.is_tensor(v) and v.dtype == torch.float32}
+                for i in ids}
+        super().load_state_dict(state_dict)
+        pairs = [(group, p) for group in self.param_groups for p in group["params"]]
+        for saved_id, (group, p) in zip(ids, pairs):
+            wanted = state_dtype(p, group)
+            state = self.state.get(p, {})
+            original = kept[saved_id] if wanted != p.dtype else {}
+            for key in STATE_KEYS:
+                if key in original:
+                    state[key] = original[key].to(p.device, copy=True)
+                elif key in state and state[key].dtype != wanted:
+                    state[key] = state[key].to(wanted)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -145,8 +180,8 @@ class FusedRMSprop(Optimizer):
                         return None
                     grad = grad_override.get(p, grad)
                     if p.is_complex():
-                        p, grad = _as_real(p), _as_real(grad)
-                        s = {k: _as_real(v) for k, v in s.items()}
+                        p, grad = as_real(p), as_real(grad)
+                        s = {k: as_real(v) for k, v in s.items()}
                     params.append(p)
                     grads.append(grad)
                     square_avgs.append(s["square_avg"])
@@ -198,7 +233,7 @@ class FusedRMSprop(Optimizer):
         return calls
 
     def _plan_group(self, group):
-        """Validates a group; returns [(param, grad, new_state or None)]."""
+        """Validates a group; returns [(param, grad, fresh state or None)]."""
         if group["differentiable"]:
             raise ValueError("FusedRMSprop does not support differentiable=True")
         plan = []
@@ -206,7 +241,7 @@ class FusedRMSprop(Optimizer):
             grad = p.grad
             if grad is None:
                 continue
-            where = _Where(i, p)
+            where = Where(i, p)
             if grad.is_sparse:
                 raise RuntimeError("RMSprop does not support sparse gradients "
                                    f"(FusedRMSprop: {where} has a sparse grad)")
@@ -218,72 +253,42 @@ class FusedRMSprop(Optimizer):
                     f"FusedRMSprop: the grad of {where} has shape {tuple(grad.shape)}, "
                     f"dtype {grad.dtype}, device {grad.device}; expected the parameter's "
                     f"{tuple(p.shape)}, {p.dtype}, {p.device}")
-            if not _is_dense(p):
+            if not is_dense(p):
                 raise RuntimeError(
                     f"FusedRMSprop: {where} is a strided view (strides {p.stride()}); "
                     "the fused step needs parameters that are dense in memory "
                     "(contiguous or permuted, e.g. channels_last). Make the "
                     "parameter contiguous before building the optimizer.")
             state = self.state.get(p)
-            new_state = None
+            fresh = None
             if not state:
-                new_state = self._new_state(p, group)
+                fresh = new_state(p, group)
             else:
-                self._check_state(p, state, group, where)
-            plan.append((p, grad, new_state))
+                check_state(p, state, group, where)
+            plan.append((p, grad, fresh))
         return plan
-
-    def _new_state(self, p, group):
-        step_device = p.device if group["capturable"] else "cpu"
-        state = {"step": torch.zeros((), dtype=_get_scalar_dtype(), device=step_device)}
-        square_avg = torch.zeros_like(p, memory_format=torch.preserve_format)
-        if group["initial_square_avg"] != 0:
-            _as_real(square_avg).fill_(group["initial_square_avg"])
-        state["square_avg"] = square_avg
-        if group["momentum"] > 0:
-            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        if group["centered"]:
-            state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return state
-
-    @staticmethod
-    def _check_state(p, state, group, where):
-        if not torch.is_tensor(state.get("step")):
-            raise RuntimeError(f"FusedRMSprop: the state of {where} has no 'step' tensor")
-        required = ["square_avg"]
-        required += ["momentum_buffer"] if group["momentum"] > 0 else []
-        required += ["grad_avg"] if group["centered"] else []
-        for key in required:
-            value = state.get(key)
-            if value is None:
-                continue  # created on first use (torch would raise a KeyError)
-            if (not torch.is_tensor(value) or value.shape != p.shape
-                    or value.dtype != p.dtype or value.device != p.device):
-                got = (f"shape {tuple(value.shape)}, dtype {value.dtype}, device {value.device}"
-                       if torch.is_tensor(value) else type(value).__name__)
-                raise RuntimeError(
-                    f"FusedRMSprop: state '{key}' of {where} has {got}; expected shape "
-                    f"{tuple(p.shape)}, dtype {p.dtype}, device {p.device} "
-                    "(was a state_dict from another model loaded?)")
 
     def _commit_group(self, group, plan, undo, grad_override):
         """Creates missing state and re-lays state and grads laid out unlike
         their parameter; records in `undo` how to take it back."""
         wanted = [("momentum_buffer", group["momentum"] > 0), ("grad_avg", group["centered"])]
-        for p, grad, new_state in plan:
+        for p, grad, fresh in plan:
             state = self.state[p]
-            for key, value in (new_state or {}).items():
+            for key, value in (fresh or {}).items():
                 undo.append((state, key, state.get(key)))
                 state[key] = value
             for key, on in wanted:
                 if on and key not in state:
                     undo.append((state, key, None))
-                    state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            for key in _STATE_KEYS:
-                # e.g. a contiguous checkpoint loaded for a channels_last parameter
-                if key in state and state[key].stride() != p.stride():
-                    undo.append((state, key, state[key]))
-                    state[key] = torch.empty_like(p).copy_(state[key])
+                    state[key] = zeros_state(p, group)
+            dtype = state_dtype(p, group)
+            for key in STATE_KEYS:
+                # e.g. a contiguous checkpoint loaded for a channels_last
+                # parameter, or half-precision state where float32 is wanted
+                value = state.get(key)
+                if value is not None and (value.stride() != p.stride() or value.dtype != dtype):
+                    undo.append((state, key, value))
+                    state[key] = torch.empty_like(p, dtype=dtype).copy_(value)
             if grad.stride() != p.stride():
                 grad_override[p] = torch.empty_like(p).copy_(grad)
 
@@ -301,30 +306,3 @@ def _op_kwargs(group):
         lr_in_momentum=bool(group["lr_in_momentum"]),
         decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
     )
-
-
-class _Where:
-    """Names a parameter in error messages; formatted only when one is raised."""
-
-    def __init__(self, index, param):
-        self.index, self.param = index, param
-
-    def __str__(self):
-        return f"parameter {self.index} of its param group (shape {tuple(self.param.shape)})"
-
-
-def _as_real(t: Tensor) -> Tensor:
-    return torch.view_as_real(t) if t.is_complex() else t
-
-
-def _is_dense(t: Tensor) -> bool:
-    """True when `t` fills exactly numel consecutive elements of memory, in any
-    dimension order (contiguous, channels_last, transposed)."""
-    if t.is_contiguous():
-        return True
-    expected = 1
-    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda d: d[1]):
-        if size != 1 and stride != expected:
-            return False
-        expected *= size
-    return True

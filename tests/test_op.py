@@ -116,3 +116,25 @@ def test_reference_optimizer_is_a_real_optimizer():
     # v = 0.01, d = 0.1 + 1e-8: x0 moves by lr * 1 / d, x1 not at all.
     torch.testing.assert_close(x.detach(), torch.tensor([1.0 - 0.1 / (0.1 + 1e-8), -1.0],
                                                         dtype=torch.float64))
+
+
+def test_optimizer_step_compiles_with_fullgraph_and_matches_eager():
+    from fused_rmsprop import FusedRMSprop
+
+    def make():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+        return model, FusedRMSprop(model.parameters(), momentum=0.9, centered=True)
+
+    x = torch.randn(32, 8)
+    (m1, o1), (m2, o2) = make(), make()
+    compiled_step = torch.compile(o2.step, fullgraph=True, backend="aot_eager")
+    for i in range(3):
+        for m, step in ((m1, o1.step), (m2, compiled_step if i > 0 else o2.step)):
+            m.zero_grad()
+            m(x).pow(2).mean().backward()
+            step()
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(a, b)
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        assert o1.state[p1]["step"].item() == o2.state[p2]["step"].item() == 3

@@ -46,7 +46,7 @@ def test_signature_and_defaults_match_torch():
         assert ours[name].kind == param.kind, name
     extra = set(ours) - set(theirs)
     assert extra == {"eps_in_sqrt", "initial_square_avg", "lr_in_momentum",
-                     "decoupled_weight_decay"}
+                     "decoupled_weight_decay", "state_dtype"}
     assert all(ours[n].kind is inspect.Parameter.KEYWORD_ONLY for n in extra)
     p = [torch.zeros(1, requires_grad=True)]
     t_defaults = torch.optim.RMSprop(p).defaults

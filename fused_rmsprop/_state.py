@@ -1,0 +1,81 @@
+"""FusedRMSprop's per-parameter state: creation, dtype policy and checks."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import _get_scalar_dtype
+
+STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
+
+
+def state_dtype(p, group):
+    """float32 for half-precision params when the group asks for it, else p's dtype."""
+    if group["state_dtype"] == torch.float32 and p.dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return p.dtype
+
+
+def zeros_state(p, group):
+    return torch.zeros_like(p, dtype=state_dtype(p, group), memory_format=torch.preserve_format)
+
+
+class Where:
+    """Names a parameter in error messages; formatted only when one is raised."""
+
+    def __init__(self, index, param):
+        self.index, self.param = index, param
+
+    def __str__(self):
+        return f"parameter {self.index} of its param group (shape {tuple(self.param.shape)})"
+
+
+def as_real(t: Tensor) -> Tensor:
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+def is_dense(t: Tensor) -> bool:
+    """True when `t` fills exactly numel consecutive elements of memory, in any
+    dimension order (contiguous, channels_last, transposed)."""
+    if t.is_contiguous():
+        return True
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda d: d[1]):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def new_state(p, group):
+    step_device = p.device if group["capturable"] else "cpu"
+    state = {"step": torch.zeros((), dtype=_get_scalar_dtype(), device=step_device)}
+    square_avg = zeros_state(p, group)
+    if group["initial_square_avg"] != 0:
+        as_real(square_avg).fill_(group["initial_square_avg"])
+    state["square_avg"] = square_avg
+    if group["momentum"] > 0:
+        state["momentum_buffer"] = zeros_state(p, group)
+    if group["centered"]:
+        state["grad_avg"] = zeros_state(p, group)
+    return state
+
+def check_state(p, state, group, where):
+    if not torch.is_tensor(state.get("step")):
+        raise RuntimeError(f"FusedRMSprop: the state of {where} has no 'step' tensor")
+    required = ["square_avg"]
+    required += ["momentum_buffer"] if group["momentum"] > 0 else []
+    required += ["grad_avg"] if group["centered"] else []
+    wanted = state_dtype(p, group)
+    for key in required:
+        value = state.get(key)
+        if value is None:
+            continue  # created on first use (torch would raise a KeyError)
+        if (not torch.is_tensor(value) or value.shape != p.shape
+                or value.dtype not in (wanted, p.dtype) or value.device != p.device):
+            got = (f"shape {tuple(value.shape)}, dtype {value.dtype}, device {value.device}"
+                   if torch.is_tensor(value) else type(value).__name__)
+            raise RuntimeError(
+                f"FusedRMSprop: state '{key}' of {where} has {got}; expected shape "
+                f"{tuple(p.shape)}, dtype {wanted}, device {p.device} "
+                "(was a state_dict from another model loaded?)")
