@@ -1,8 +1,11 @@
 #include "op_checks.h"
 
+#include <ATen/TensorOperators.h>
 #include <ATen/ops/_foreach_add.h>
+#include <ATen/ops/clamp_max.h>
 #include <c10/util/Exception.h>
 
+#include <utility>
 #include <vector>
 
 namespace fused_rmsprop {
@@ -122,6 +125,13 @@ void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& o) {
   if (lists.centered()) {
     check_list("grad_avgs", lists.grad_avgs, lists, true, sdt);
   }
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"grad_scale", lists.grad_scale},
+                                {"found_inf", lists.found_inf}}) {
+    TORCH_CHECK(!t.defined() || (t.numel() == 1 && t.scalar_type() == at::kFloat &&
+                                 t.layout() == at::kStrided && t.device() == p0.device()),
+        "fused_rmsprop: ", name, " must be a one-element float32 tensor on ",
+        p0.device(), " (as GradScaler makes it)");
+  }
   TORCH_CHECK(lists.state_steps.empty() || lists.state_steps.size() == n,
       "fused_rmsprop: state_steps has ", lists.state_steps.size(),
       " tensors but params has ", n, " (pass one per param, or none)");
@@ -135,9 +145,25 @@ void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& o) {
   }
 }
 
-void advance_steps(at::TensorList state_steps) {
+bool skipped_on_host(const at::Tensor& found_inf) {
+  return found_inf.defined() && found_inf.device().is_cpu() &&
+      found_inf.item<float>() != 0.0f;
+}
+
+void advance_steps(at::TensorList state_steps, const at::Tensor& found_inf) {
+  if (state_steps.empty() || skipped_on_host(found_inf)) {
+    return;
+  }
   std::vector<at::Tensor> on_device;
+  bool host_knows = !found_inf.defined() || found_inf.device().is_cpu();
   for (const at::Tensor& s : state_steps) {
+    if (s.device().is_cpu() && !host_knows) {
+      // CPU counters, found_inf on the GPU: the one case that must wait.
+      if (found_inf.item<float>() != 0.0f) {
+        return;
+      }
+      host_knows = true;
+    }
     if (!s.device().is_cpu()) {
       on_device.push_back(s);
     } else if (s.scalar_type() == at::kFloat) {
@@ -146,7 +172,13 @@ void advance_steps(at::TensorList state_steps) {
       *s.data_ptr<double>() += 1.0;
     }
   }
-  if (!on_device.empty()) {
+  if (on_device.empty()) {
+    return;
+  }
+  if (found_inf.defined() && !found_inf.device().is_cpu()) {
+    // 1 when the step is taken, 0 when skipped; no host synchronisation.
+    at::_foreach_add_(on_device, 1.0 - found_inf.clamp_max(1.0));
+  } else {
     at::_foreach_add_(on_device, 1);
   }
 }

@@ -6,6 +6,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
 
+#include <optional>
+
 #include "rmsprop_rule.h"
 
 namespace fused_rmsprop {
@@ -17,6 +19,11 @@ struct TensorLists {
   at::TensorList momentum_buffers;  // empty: no momentum
   at::TensorList grad_avgs;         // empty: not centered
   at::TensorList state_steps;       // empty: no step counters to advance
+  // AMP (GradScaler's protocol): divide grads by grad_scale; when found_inf
+  // is non-zero, change nothing at all. One-element float32 tensors on the
+  // params' device, or undefined.
+  at::Tensor grad_scale;
+  at::Tensor found_inf;
 
   bool has_momentum() const { return !momentum_buffers.empty(); }
   bool centered() const { return !grad_avgs.empty(); }
@@ -30,9 +37,14 @@ struct TensorLists {
 // the CPU or the params' device. Raises c10::Error naming the first offender.
 void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& opts);
 
-// Adds 1 to every step counter: CPU counters directly (no kernel launch, no
-// host synchronisation), counters on the device with one foreach kernel.
-void advance_steps(at::TensorList state_steps);
+// Adds 1 to every step counter, unless found_inf says the step is skipped:
+// CPU counters directly (no kernel launch), counters on the device with one
+// foreach kernel (no host synchronisation). Only CPU counters with a
+// found_inf on a GPU need the host to read found_inf.
+void advance_steps(at::TensorList state_steps, const at::Tensor& found_inf);
+
+// True when found_inf is a CPU tensor that says the step is skipped.
+bool skipped_on_host(const at::Tensor& found_inf);
 
 using RMSpropImpl = void (*)(const TensorLists&, const RMSpropOptions&);
 
@@ -56,9 +68,11 @@ void rmsprop_entry(
     bool maximize,
     bool eps_in_sqrt,
     bool lr_in_momentum,
-    bool decoupled_weight_decay) {
-  const TensorLists lists{
-      params, grads, square_avgs, momentum_buffers, grad_avgs, state_steps};
+    bool decoupled_weight_decay,
+    const std::optional<at::Tensor>& grad_scale,
+    const std::optional<at::Tensor>& found_inf) {
+  const TensorLists lists{params, grads, square_avgs, momentum_buffers, grad_avgs,
+      state_steps, grad_scale.value_or(at::Tensor()), found_inf.value_or(at::Tensor())};
   const RMSpropOptions opts{lr, alpha, eps, weight_decay, momentum, maximize,
       eps_in_sqrt, lr_in_momentum, decoupled_weight_decay};
   check_rmsprop_args(lists, opts);
@@ -66,7 +80,7 @@ void rmsprop_entry(
     if (!params.empty()) {
       impl(lists, opts);
     }
-    advance_steps(state_steps);
+    advance_steps(state_steps, lists.found_inf);
   }
 }
 

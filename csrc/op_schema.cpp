@@ -15,6 +15,10 @@
 // costs nothing, where a foreach op over hundreds of CPU scalars costs more
 // than the update of small models. Pass an empty list to leave them alone.
 //
+// grad_scale and found_inf follow GradScaler's protocol for fused optimizers
+// (as aten::_fused_adam_): gradients are unscaled inside the kernel, and a
+// non-zero found_inf leaves params, state and step counters untouched.
+//
 // rmsprop_check takes the same arguments, checks them as rmsprop_ does, and
 // changes nothing: the optimizer checks every group before updating any.
 #define FUSED_RMSPROP_ARGS(mut_a, mut_b, mut_c, mut_d, mut_e)                   \
@@ -22,7 +26,8 @@
   "Tensor" mut_c "[] momentum_buffers, Tensor" mut_d "[] grad_avgs, "          \
   "Tensor" mut_e "[] state_steps, *, float lr, float alpha, float eps, "        \
   "float weight_decay, float momentum, bool maximize, bool eps_in_sqrt=False, " \
-  "bool lr_in_momentum=False, bool decoupled_weight_decay=False) -> ()"
+  "bool lr_in_momentum=False, bool decoupled_weight_decay=False, "              \
+  "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"
 
 TORCH_LIBRARY(fused_rmsprop, m) {
   m.def("rmsprop_" FUSED_RMSPROP_ARGS("(a!)", "(b!)", "(c!)", "(d!)", "(e!)"));

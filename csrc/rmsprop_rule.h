@@ -26,6 +26,13 @@ struct RMSpropOptions {
   bool decoupled_weight_decay;
 };
 
+// 1 / scale as GradScaler computes it (in double, then rounded), so that the
+// unscaled gradient equals the one torch.optim.RMSprop sees under the scaler.
+template <typename M>
+C10_HOST_DEVICE inline M inverse_grad_scale(float scale) {
+  return static_cast<M>(static_cast<float>(1.0 / static_cast<double>(scale)));
+}
+
 // The same hyperparameters folded into the constants the element loop uses,
 // in opmath precision. Folding the switches into constants keeps the loop
 // free of branches that differ between conventions:
@@ -36,6 +43,7 @@ struct RMSpropOptions {
 template <typename M>
 struct RMSpropConstants {
   M grad_sign;          // -1 when maximizing
+  M grad_inv_scale;     // AMP: 1 / GradScaler's scale, else 1 (set by the kernel)
   M weight_decay;       // coupled L2 term, 0 when off or decoupled
   M decay_factor;       // decoupled: 1 - lr * wd, else 1
   M alpha;
@@ -51,6 +59,7 @@ struct RMSpropConstants {
 
   C10_HOST_DEVICE explicit RMSpropConstants(const RMSpropOptions& o)
       : grad_sign(o.maximize ? M(-1) : M(1)),
+        grad_inv_scale(M(1)),
         weight_decay(o.decoupled_weight_decay ? M(0) : M(o.weight_decay)),
         decay_factor(o.decoupled_weight_decay ? M(1.0 - o.lr * o.weight_decay)
                                               : M(1)),
@@ -74,7 +83,8 @@ struct RMSpropConstants {
 template <bool kMomentum, bool kCentered, typename M>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void rmsprop_update(
     M& p, M g, M& v, M& b, M& gbar, const RMSpropConstants<M>& c) {
-  g = g * c.grad_sign;
+  // Unscale as GradScaler.unscale_ does (g * inv_scale), then maximize.
+  g = g * c.grad_inv_scale * c.grad_sign;
   if (c.weight_decay != M(0)) {
     g = g + c.weight_decay * p;
   }

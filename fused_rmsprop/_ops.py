@@ -33,6 +33,8 @@ def _rmsprop_fake(
     eps_in_sqrt=False,
     lr_in_momentum=False,
     decoupled_weight_decay=False,
+    grad_scale=None,
+    found_inf=None,
 ):
     # The op only mutates its inputs in place: nothing to allocate or return.
     # Check what metadata can tell, so a traced call fails as an eager one would.

@@ -13,6 +13,10 @@ from ._state import (STATE_KEYS, Where, as_real, check_state, is_dense, new_stat
 
 
 class FusedRMSprop(Optimizer):
+    # GradScaler sets `grad_scale` and `found_inf` on this optimizer and calls
+    # step() directly; the kernel unscales and skips without host syncs.
+    _step_supports_amp_scaling = True
+
     """RMSprop whose step is one fused kernel call per device and dtype.
 
     Takes the arguments of ``torch.optim.RMSprop`` with the same defaults and
@@ -157,9 +161,28 @@ class FusedRMSprop(Optimizer):
         calls = self._gather_calls({})
         if calls is None or not self._all_pass_checks(calls):
             calls = self._prepare_slowly()
+        amp = self._amp_tensors()
         for args, kwargs in calls:
-            rmsprop_(*args, **kwargs)
+            rmsprop_(*args, **kwargs, **amp(args[0][0].device))
         return loss
+
+    def _amp_tensors(self):
+        """Maps a device to the GradScaler arguments for a call on it."""
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
+        cache = {}
+
+        def on(device):
+            if device not in cache:
+                cache[device] = {
+                    "grad_scale": None if grad_scale is None else
+                    grad_scale.to(device, torch.float32, non_blocking=True),
+                    "found_inf": None if found_inf is None else
+                    found_inf.to(device, torch.float32, non_blocking=True),
+                }
+            return cache[device]
+
+        return on
 
     def _gather_calls(self, grad_override):
         """[(args, kwargs)] of one op call per (group, device, dtype), or None

@@ -159,7 +159,10 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
   auto state_ptr = [&](at::TensorList list, int64_t t) -> S* {
     return list.empty() ? nullptr : static_cast<S*>(data(list[t]));
   };
-  const RMSpropConstants<M> c(opts);
+  RMSpropConstants<M> c(opts);
+  if (lists.grad_scale.defined()) {
+    c.grad_inv_scale = inverse_grad_scale<M>(lists.grad_scale.item<float>());
+  }
 
   at::parallel_for(
       0, unit_start[n], kMinElementsPerThread / kUnit,
@@ -190,6 +193,9 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
 }
 
 void rmsprop_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
+  if (skipped_on_host(lists.found_inf)) {
+    return;  // AMP found inf/NaN gradients: this step changes nothing
+  }
   dispatch_rmsprop(lists, [&](auto tag) { run_cpu<decltype(tag)>(lists, opts); });
 }
 

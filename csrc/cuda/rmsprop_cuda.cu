@@ -16,8 +16,8 @@ void rmsprop_cuda(const TensorLists& lists, const RMSpropOptions& opts) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_rmsprop(lists, [&](auto tag) {
     run_multi_tensor<decltype(tag), kChunkSize>(
-        lists, opts, [&](auto kernel, const auto& meta, int blocks, const auto& c) {
-          kernel<<<blocks, kBlockSize, 0, stream>>>(meta, c);
+        lists, opts, [&](auto kernel, int blocks, const auto&... args) {
+          kernel<<<blocks, kBlockSize, 0, stream>>>(args...);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
   });

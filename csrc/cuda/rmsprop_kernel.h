@@ -58,7 +58,18 @@ struct RMSpropChunk {
   static constexpr int kAvg = 3 + kMom;     // address slot of grad_avg
 
   FUSED_RMSPROP_DEVICE void operator()(
-      const TensorListMetadata<kDepth>& meta, const RMSpropConstants<M>& c) const {
+      const TensorListMetadata<kDepth>& meta, const RMSpropConstants<M>& constants,
+      const float* grad_scale, const float* found_inf) const {
+    // NOTE: [AMP] GradScaler's scale and found_inf live on the device; each
+    // block reads them, so the host never waits. A skipped step returns
+    // before touching memory.
+    if (found_inf != nullptr && *found_inf != 0.0f) {
+      return;
+    }
+    RMSpropConstants<M> c = constants;
+    if (grad_scale != nullptr) {
+      c.grad_inv_scale = inverse_grad_scale<M>(*grad_scale);
+    }
     const int tensor = meta.block_to_tensor[blockIdx.x];
     const int64_t start = static_cast<int64_t>(meta.block_to_chunk[blockIdx.x]) * kChunk;
     int64_t n = meta.numel[tensor] - start;
@@ -121,11 +132,12 @@ struct RMSpropChunk {
 };
 
 template <typename Chunk, typename Meta, typename Constants>
-FUSED_RMSPROP_GLOBAL FUSED_RMSPROP_LAUNCH_BOUNDS(kBlockSize) void rmsprop_multi_tensor_kernel(Meta meta, Constants c) {
-  Chunk{}(meta, c);
+FUSED_RMSPROP_GLOBAL FUSED_RMSPROP_LAUNCH_BOUNDS(kBlockSize) void rmsprop_multi_tensor_kernel(
+    Meta meta, Constants c, const float* grad_scale, const float* found_inf) {
+  Chunk{}(meta, c, grad_scale, found_inf);
 }
 
-// Runs one checked call: `launch(kernel, meta, num_blocks, constants)` is
+// Runs one checked call: `launch(kernel, num_blocks, args...)` is
 // the device's way of starting `kernel` (CUDA: <<<...>>> on the current
 // stream; emulation: every block and thread in turn).
 template <typename Tag, int64_t kChunk, typename Launch>
@@ -140,9 +152,14 @@ void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, cons
   if constexpr (Chunk::kMom) tl[Chunk::kBuf] = lists.momentum_buffers;
   if constexpr (Chunk::kCen) tl[Chunk::kAvg] = lists.grad_avgs;
   const RMSpropConstants<M> c(opts);
+  auto pointer = [](const at::Tensor& t) -> const float* {
+    return t.defined() ? t.const_data_ptr<float>() : nullptr;
+  };
+  const float* grad_scale = pointer(lists.grad_scale);
+  const float* found_inf = pointer(lists.found_inf);
   multi_tensor_apply<kDepth, kChunk>(tl, [&](const TensorListMetadata<kDepth>& meta, int blocks) {
     launch(&rmsprop_multi_tensor_kernel<Chunk, TensorListMetadata<kDepth>, RMSpropConstants<M>>,
-           meta, blocks, c);
+           blocks, meta, c, grad_scale, found_inf);
   });
 }
 

@@ -27,9 +27,9 @@ template <int64_t kChunk>
 void rmsprop_emulated(const TensorLists& lists, const RMSpropOptions& opts) {
   dispatch_rmsprop(lists, [&](auto tag) {
     run_multi_tensor<decltype(tag), kChunk>(
-        lists, opts, [](auto kernel, const auto& meta, int blocks, const auto& c) {
+        lists, opts, [](auto kernel, int blocks, const auto&... args) {
           ++g_launches;
-          emulated_launch(blocks, kBlockSize, kernel, meta, c);
+          emulated_launch(blocks, kBlockSize, kernel, args...);
         });
   });
 }
@@ -44,14 +44,15 @@ void rmsprop_emulated_op(
     at::TensorList state_steps, double lr,
     double alpha, double eps, double weight_decay, double momentum,
     bool maximize, bool eps_in_sqrt, bool lr_in_momentum,
-    bool decoupled_weight_decay, int64_t chunk_size) {
+    bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
+    const std::optional<at::Tensor>& found_inf, int64_t chunk_size) {
   TORCH_CHECK(chunk_size == kChunkSize || chunk_size == kSmallChunk,
       "fused_rmsprop_emulation: chunk_size must be ", kChunkSize, " or ",
       kSmallChunk, ", got ", chunk_size);
   auto impl = chunk_size == kChunkSize ? &rmsprop_emulated<kChunkSize>
                                        : &rmsprop_emulated<kSmallChunk>;
-  const TensorLists lists{
-      params, grads, square_avgs, momentum_buffers, grad_avgs, state_steps};
+  const TensorLists lists{params, grads, square_avgs, momentum_buffers, grad_avgs,
+      state_steps, grad_scale.value_or(at::Tensor()), found_inf.value_or(at::Tensor())};
   const RMSpropOptions opts{lr, alpha, eps, weight_decay, momentum, maximize,
       eps_in_sqrt, lr_in_momentum, decoupled_weight_decay};
   check_rmsprop_args(lists, opts);
@@ -59,7 +60,7 @@ void rmsprop_emulated_op(
   if (!params.empty()) {
     impl(lists, opts);
   }
-  advance_steps(state_steps);
+  advance_steps(state_steps, lists.found_inf);
 }
 
 }  // namespace
@@ -71,7 +72,8 @@ TORCH_LIBRARY(fused_rmsprop_emulation, m) {
       "Tensor(e!)[] state_steps, *, float lr, "
       "float alpha, float eps, float weight_decay, float momentum, "
       "bool maximize, bool eps_in_sqrt=False, bool lr_in_momentum=False, "
-      "bool decoupled_weight_decay=False, int chunk_size=65536) -> ()");
+      "bool decoupled_weight_decay=False, Tensor? grad_scale=None, "
+      "Tensor? found_inf=None, int chunk_size=65536) -> ()");
   m.impl("rmsprop_", c10::DispatchKey::CPU, &rmsprop_emulated_op);
   m.def("last_launches() -> int", &last_launches);
 }

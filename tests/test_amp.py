@@ -1,0 +1,84 @@
+"""GradScaler: FusedRMSprop unscales inside the kernel and skips inf/NaN steps,
+with the same results as torch.optim.RMSprop under the same scaler."""
+
+import pytest
+import torch
+
+from fused_rmsprop import FusedRMSprop
+from fused_rmsprop._ops import rmsprop_
+
+emulation = pytest.importorskip("fused_rmsprop._C_emulation")
+
+
+def _train(opt_class, device="cpu", bad_steps=(2, 5), **kw):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(),
+                                torch.nn.Linear(16, 2)).to(device)
+    opt = opt_class(model.parameters(), **kw)
+    scaler = torch.amp.GradScaler(device, init_scale=2.0**10, growth_interval=2)
+    data = torch.randn(8, 32, 8, device=device)
+    scales = []
+    for i, x in enumerate(data):
+        opt.zero_grad()
+        loss = model(x).pow(2).mean()
+        if i in bad_steps:
+            loss = loss * float("inf")  # inf gradients: the scaler must skip this step
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        scales.append(scaler.get_scale())
+    return model, opt, scales
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(momentum=0.9, centered=True, weight_decay=0.01)])
+def test_grad_scaler_matches_torch_including_skipped_steps(kw):
+    m1, o1, s1 = _train(FusedRMSprop, **kw)
+    m2, o2, s2 = _train(torch.optim.RMSprop, **kw)
+    assert s1 == s2  # the same steps were skipped, so the scale moved alike
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        sa, sb = o1.state[a], o2.state[b]
+        assert sa["step"].item() == sb["step"].item() == 6  # 8 steps, 2 skipped
+        for key in sb:
+            torch.testing.assert_close(sa[key], sb[key], rtol=1e-5, atol=1e-6)
+
+
+def _lists(n=70):
+    torch.manual_seed(0)
+    return [[torch.randn(n)], [torch.randn(n) * 512], [torch.rand(n) + 0.5], [torch.randn(n)],
+            [], [torch.zeros(())]]
+
+
+HYPER = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.1, momentum=0.9, maximize=False)
+
+
+@pytest.mark.parametrize("kernel", ["cpu", "cuda_emulated"])
+def test_found_inf_leaves_everything_untouched(kernel):
+    op = rmsprop_ if kernel == "cpu" else torch.ops.fused_rmsprop_emulation.rmsprop_
+    lists = _lists()
+    before = [[t.clone() for t in lst] for lst in lists]
+    op(*lists, **HYPER, grad_scale=torch.tensor(512.0), found_inf=torch.tensor(1.0))
+    for lst, old in zip(lists, before):
+        for t, o in zip(lst, old):
+            assert torch.equal(t, o)
+
+
+@pytest.mark.parametrize("kernel", ["cpu", "cuda_emulated"])
+def test_grad_scale_unscales_inside_the_kernel(kernel):
+    op = rmsprop_ if kernel == "cpu" else torch.ops.fused_rmsprop_emulation.rmsprop_
+    scaled, unscaled = _lists(), _lists()
+    unscaled[1] = [unscaled[1][0] / 512]
+    op(*scaled, **HYPER, grad_scale=torch.tensor(512.0), found_inf=torch.tensor(0.0))
+    op(*unscaled, **HYPER)
+    for a, b in zip(scaled, unscaled):
+        if a is scaled[1]:
+            continue
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+    assert scaled[5][0].item() == 1.0
+
+
+def test_bad_grad_scale_is_rejected():
+    with pytest.raises(RuntimeError, match="grad_scale must be a one-element float32"):
+        rmsprop_(*_lists(), **HYPER, grad_scale=torch.tensor([1.0, 2.0]))
