@@ -1,5 +1,6 @@
 # make test   build (CPU + CUDA kernels when nvcc is found) and run every check CI runs
 # make bench  build and run the throughput microbenchmarks
+# make test-slow  the long checks (1000 property-based examples)
 # make build  just build the extension in place
 # Each target creates .venv in the checkout and installs what it needs.
 
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.14.1
 export MAX_JOBS ?= 2
 
-.PHONY: test bench build clean
+.PHONY: test test-slow bench build clean
 
 $(VENV)/.installed: requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +21,11 @@ build: $(VENV)/.installed
 	$(PY) setup.py --quiet build_ext --inplace
 
 test: build
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not slow" tests
+
+# 1000 property-based examples and other long checks (not part of CI)
+test-slow: build
+	$(PY) -m pytest -q -m slow tests
 
 bench: build
 	PYTHONPATH=$(CURDIR) $(PY) bench/run.py $(BENCH_ARGS)

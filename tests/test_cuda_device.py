@@ -70,3 +70,16 @@ def test_cuda_graph_capture_and_replay_of_a_capturable_step():
         ref.step()
     torch.cuda.synchronize()
     torch.testing.assert_close(p, q)
+
+
+@cuda
+def test_grad_scaler_on_cuda_matches_torch_and_skips_without_sync():
+    from test_amp import _train
+
+    for kw in (dict(), dict(capturable=True, momentum=0.9)):
+        m1, o1, s1 = _train(FusedRMSprop, device="cuda", **kw)
+        m2, o2, s2 = _train(torch.optim.RMSprop, device="cuda", **kw)
+        assert s1 == s2
+        for a, b in zip(m1.parameters(), m2.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+            assert o1.state[a]["step"].item() == o2.state[b]["step"].item()
