@@ -161,9 +161,8 @@ class FusedRMSprop(Optimizer):
         calls = self._gather_calls({})
         if calls is None or not self._all_pass_checks(calls):
             calls = self._prepare_slowly()
-        amp = self._amp_tensors()
         for args, kwargs in calls:
-            rmsprop_(*args, **kwargs, **amp(args[0][0].device))
+            rmsprop_(*args, **kwargs)
         return loss
 
     def _amp_tensors(self):
@@ -189,6 +188,7 @@ class FusedRMSprop(Optimizer):
         when some parameter needs the slow path."""
         calls = []
         state = self.state
+        amp = self._amp_tensors()
         for group in self.param_groups:
             momentum, centered = group["momentum"] > 0, group["centered"]
             lists = ([], [], [], [], [], [])
@@ -223,7 +223,7 @@ class FusedRMSprop(Optimizer):
             for sub_lists, _ in grouped.values():
                 sub = iter(sub_lists)
                 args = [next(sub) if lst else [] for lst in lists]
-                calls.append((args, kwargs))
+                calls.append((args, dict(kwargs, **amp(args[0][0].device))))
         return calls
 
     @staticmethod
