@@ -6,7 +6,24 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
+try:
+    from torch.distributed.tensor import DTensor
+except ImportError:  # torch built without distributed
+    class DTensor:  # noqa: D101 - nothing is ever an instance
+        pass
+
 STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
+
+
+def local_shards(p, grad, state):
+    """This rank's shards of a DTensor parameter, its grad and its state.
+
+    The update is elementwise, so each rank updates its own shard in place
+    (FSDP2 keeps grads and state sharded like the parameter)."""
+    def local(t):
+        return t._local_tensor if isinstance(t, DTensor) else t
+
+    return local(p), local(grad), {k: local(v) for k, v in state.items()}
 
 
 def state_dtype(p, group):

@@ -7,8 +7,8 @@ from torch import Tensor
 from torch.optim.optimizer import Optimizer
 
 from ._ops import rmsprop_, rmsprop_check
-from ._state import (STATE_KEYS, Where, as_real, check_state, is_dense, new_state,
-                     state_dtype, zeros_state)
+from ._state import (STATE_KEYS, DTensor, Where, as_real, check_state, is_dense,
+                     local_shards, new_state, state_dtype, zeros_state)
 
 
 
@@ -202,6 +202,8 @@ class FusedRMSprop(Optimizer):
                     if not s:
                         return None
                     grad = grad_override.get(p, grad)
+                    if isinstance(p, DTensor):
+                        p, grad, s = local_shards(p, grad, s)
                     if p.is_complex():
                         p, grad = as_real(p), as_real(grad)
                         s = {k: as_real(v) for k, v in s.items()}
