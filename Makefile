@@ -15,6 +15,8 @@ export MAX_JOBS ?= 2
 $(VENV)/.installed: requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION) -r requirements-dev.txt
+	# make the checkout's package importable from anywhere in the venv (examples, torchrun)
+	$(PY) -c "import site, os; open(os.path.join(site.getsitepackages()[0], 'fused_rmsprop_checkout.pth'), 'w').write(os.getcwd() + '\n')"
 	touch $@
 
 build: $(VENV)/.installed
@@ -28,7 +30,7 @@ test-slow: build
 	$(PY) -m pytest -q -m slow tests
 
 bench: build
-	PYTHONPATH=$(CURDIR) $(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build fused_rmsprop/*.so

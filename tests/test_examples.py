@@ -1,0 +1,43 @@
+"""The examples run from a fresh checkout and print what the README says."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch.distributed as dist
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, tmp_path, timeout=300):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def test_seed_2d_example_prints_the_seed_line_and_plots(tmp_path):
+    out = _run(["examples/seed_2d.py", "--out", str(tmp_path)], tmp_path)
+    assert "epoch 20, x1: -0.010599, x2: 0.000000" in out.splitlines()
+    assert (tmp_path / "seed_2d.png").stat().st_size > 10_000
+
+
+def test_airfoil_example_reproduces_the_seed_loss(tmp_path):
+    out = _run(["examples/airfoil.py", "--out", str(tmp_path)], tmp_path)
+    losses = [float(x) for x in re.findall(r"loss: ([0-9.]+),", out)]
+    assert len(losses) == 3, out
+    # the seed reports 0.243 to 0.246; over seeds we measured 0.242 to 0.248
+    assert all(0.24 <= loss <= 0.25 for loss in losses), out
+    assert (tmp_path / "airfoil_loss.png").exists()
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo")
+@pytest.mark.parametrize("script", ["examples/train_ddp.py", "examples/train_fsdp2.py"])
+def test_distributed_examples_run_with_torchrun_on_two_ranks(script, tmp_path):
+    out = _run(["-m", "torch.distributed.run", "--nproc_per_node", "2", script, "--steps", "5"],
+               tmp_path)
+    assert "ranks: 2, steps: 5" in out
