@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.14.1
 export MAX_JOBS ?= 2
 
-.PHONY: test test-slow bench build clean
+.PHONY: test test-slow bench build examples clean
 
 $(VENV)/.installed: requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ test-slow: build
 
 bench: build
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# the examples' optional dependencies (the `examples` extra), then every example
+examples: build
+	$(PY) -m pip install --quiet matplotlib scikit-learn tqdm
+	$(PY) examples/seed_2d.py
+	$(PY) examples/airfoil.py
+	$(PY) examples/digits.py
+	$(VENV)/bin/torchrun --nproc_per_node 2 examples/train_ddp.py
+	$(VENV)/bin/torchrun --nproc_per_node 2 examples/train_fsdp2.py
 
 clean:
 	rm -rf build fused_rmsprop/*.so

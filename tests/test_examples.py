@@ -41,3 +41,13 @@ def test_distributed_examples_run_with_torchrun_on_two_ranks(script, tmp_path):
     out = _run(["-m", "torch.distributed.run", "--nproc_per_node", "2", script, "--steps", "5"],
                tmp_path)
     assert "ranks: 2, steps: 5" in out
+
+
+def test_digits_example_trains_and_the_two_curves_coincide(tmp_path):
+    pytest.importorskip("sklearn")
+    out = _run(["examples/digits.py", "--epochs", "2", "--out", str(tmp_path)], tmp_path)
+    accuracy = [float(x) for x in re.findall(r"test accuracy ([0-9.]+)", out)]
+    assert len(accuracy) == 4 and min(accuracy) > 0.8, out
+    gap = float(re.search(r"loss curves: ([0-9.e+-]+)", out).group(1))
+    assert gap < 1e-3, out  # same seed, same data order: the curves coincide
+    assert (tmp_path / "digits_loss.png").exists()
