@@ -48,6 +48,19 @@ bool skipped_on_host(const at::Tensor& found_inf);
 
 using RMSpropImpl = void (*)(const TensorLists&, const RMSpropOptions&);
 
+// Checks everything, then (unless impl is null: the check-only op) updates
+// and advances the step counters.
+inline void run_checked(const TensorLists& lists, const RMSpropOptions& opts, RMSpropImpl impl) {
+  check_rmsprop_args(lists, opts);
+  if (impl == nullptr) {
+    return;
+  }
+  if (!lists.params.empty()) {
+    impl(lists, opts);
+  }
+  advance_steps(lists.state_steps, lists.found_inf);
+}
+
 // The op's C++ signature, written once: every device registers
 // `rmsprop_entry<its_impl>`, which packs the arguments, checks them all, and
 // only then hands them to the device's implementation. With impl == nullptr
@@ -75,13 +88,7 @@ void rmsprop_entry(
       state_steps, grad_scale.value_or(at::Tensor()), found_inf.value_or(at::Tensor())};
   const RMSpropOptions opts{lr, alpha, eps, weight_decay, momentum, maximize,
       eps_in_sqrt, lr_in_momentum, decoupled_weight_decay};
-  check_rmsprop_args(lists, opts);
-  if constexpr (impl != nullptr) {
-    if (!params.empty()) {
-      impl(lists, opts);
-    }
-    advance_steps(state_steps, lists.found_inf);
-  }
+  run_checked(lists, opts, impl);
 }
 
 }  // namespace fused_rmsprop

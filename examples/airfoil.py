@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from _plotting import pyplot, save
 from fused_rmsprop import FusedRMSprop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -95,14 +96,8 @@ def main(argv=None):
         loss, per_epoch, curve = train(kind, features, labels, args.seed)
         results[name] = curve
         print(f"{name:<32} loss: {loss:.3f}, {per_epoch:.3f} sec/epoch")
-    os.makedirs(args.out, exist_ok=True)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot")
+    plt = pyplot()
+    if plt is None:
         return 0
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, curve in results.items():
@@ -111,10 +106,7 @@ def main(argv=None):
     ax.set_ylabel("loss over the 1500 rows")
     ax.set_yscale("log")
     ax.legend()
-    path = os.path.join(args.out, "airfoil_loss.png")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    print(f"loss curves written to {path}")
+    save(fig, args.out, "airfoil_loss.png", "loss curves")
     return 0
 
 

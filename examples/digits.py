@@ -18,6 +18,7 @@ import torch
 from sklearn.datasets import load_digits
 from tqdm import tqdm
 
+from _plotting import pyplot, save
 from fused_rmsprop import FusedRMSprop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -70,15 +71,9 @@ def main(argv=None):
     reference = run(torch.optim.RMSprop, args.epochs, train, test)
     gap = max(abs(a - b) for a, b in zip(fused, reference))
     print(f"largest difference between the two loss curves: {gap:.2e}")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot")
+    plt = pyplot()
+    if plt is None:
         return 0
-    os.makedirs(args.out, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(reference, lw=3, alpha=0.5, label="torch.optim.RMSprop")
     ax.plot(fused, lw=1, label="FusedRMSprop")
@@ -86,10 +81,7 @@ def main(argv=None):
     ax.set_ylabel("training loss (batch)")
     ax.set_yscale("log")
     ax.legend()
-    path = os.path.join(args.out, "digits_loss.png")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    print(f"loss curves written to {path}")
+    save(fig, args.out, "digits_loss.png", "loss curves")
     return 0
 
 

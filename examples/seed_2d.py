@@ -15,6 +15,7 @@ import os
 
 import torch
 
+from _plotting import pyplot, save
 from fused_rmsprop import FusedRMSprop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -65,15 +66,9 @@ def main(argv=None):
           "the gradient and the iterates keep bouncing around the minimum; large gamma "
           "remembers the larger early gradients, so steps shrink as the gradient does")
 
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plots")
+    plt = pyplot()
+    if plt is None:
         return 0
-    os.makedirs(args.out, exist_ok=True)
     fig, axes = plt.subplots(1, 4, figsize=(20, 4))
     grid = torch.meshgrid(torch.linspace(-5.5, 1, 100), torch.linspace(-3, 1, 100), indexing="ij")
     for ax, (name, pts, f) in zip(axes[:2], (("f = 0.1 x1^2 + 2 x2^2", points, f_2d),
@@ -92,10 +87,7 @@ def main(argv=None):
     axes[3].semilogy(list(finals), list(finals.values()), "-o")
     axes[3].set_title("f after 20 steps against gamma")
     axes[3].set_xlabel("gamma")
-    fig.tight_layout()
-    path = os.path.join(args.out, "seed_2d.png")
-    fig.savefig(path, dpi=100)
-    print(f"plots written to {path}")
+    save(fig, args.out, "seed_2d.png", "plots")
     return 0
 
 

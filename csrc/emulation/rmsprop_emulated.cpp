@@ -55,12 +55,8 @@ void rmsprop_emulated_op(
       state_steps, grad_scale.value_or(at::Tensor()), found_inf.value_or(at::Tensor())};
   const RMSpropOptions opts{lr, alpha, eps, weight_decay, momentum, maximize,
       eps_in_sqrt, lr_in_momentum, decoupled_weight_decay};
-  check_rmsprop_args(lists, opts);
   g_launches = 0;
-  if (!params.empty()) {
-    impl(lists, opts);
-  }
-  advance_steps(state_steps, lists.found_inf);
+  run_checked(lists, opts, impl);
 }
 
 }  // namespace
