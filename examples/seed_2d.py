@@ -69,7 +69,7 @@ def main(argv=None):
     plt = pyplot()
     if plt is None:
         return 0
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
+    fig, axes = plt.subplots(1, 5, figsize=(25, 4))
     grid = torch.meshgrid(torch.linspace(-5.5, 1, 100), torch.linspace(-3, 1, 100), indexing="ij")
     for ax, (name, pts, f) in zip(axes[:2], (("f = 0.1 x1^2 + 2 x2^2", points, f_2d),
                                              ("rotated", rotated, f_rotated))):
@@ -87,6 +87,11 @@ def main(argv=None):
     axes[3].semilogy(list(finals), list(finals.values()), "-o")
     axes[3].set_title("f after 20 steps against gamma")
     axes[3].set_xlabel("gamma")
+    axes[4].semilogy(one.abs().max(dim=1).values.clamp_min(1e-300), "-o", label="gamma = 1")
+    axes[4].semilogy(points.abs().max(dim=1).values.clamp_min(1e-300), "-o", label="gamma = 0.9")
+    axes[4].set_title("max |x_i| per step: gamma = 1 diverges")
+    axes[4].set_xlabel("step")
+    axes[4].legend()
     save(fig, args.out, "seed_2d.png", "plots")
     return 0
 

@@ -36,11 +36,12 @@ def test_airfoil_example_reproduces_the_seed_loss(tmp_path):
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo")
+@pytest.mark.parametrize("ranks", [1, 2])
 @pytest.mark.parametrize("script", ["examples/train_ddp.py", "examples/train_fsdp2.py"])
-def test_distributed_examples_run_with_torchrun_on_two_ranks(script, tmp_path):
-    out = _run(["-m", "torch.distributed.run", "--nproc_per_node", "2", script, "--steps", "5"],
-               tmp_path)
-    assert "ranks: 2, steps: 5" in out
+def test_distributed_examples_run_with_torchrun(script, ranks, tmp_path):
+    out = _run(["-m", "torch.distributed.run", "--nproc_per_node", str(ranks), script,
+                "--steps", "5"], tmp_path)
+    assert f"ranks: {ranks}, steps: 5" in out
 
 
 def test_digits_example_trains_and_the_two_curves_coincide(tmp_path):
