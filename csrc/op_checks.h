@@ -24,6 +24,9 @@ struct TensorLists {
   // params' device, or undefined.
   at::Tensor grad_scale;
   at::Tensor found_inf;
+  // A one-element float32 learning rate on the params' device, read by the
+  // kernel in place of `lr` (capturable steps with a Tensor lr), or undefined.
+  at::Tensor lr_tensor;
 
   bool has_momentum() const { return !momentum_buffers.empty(); }
   bool centered() const { return !grad_avgs.empty(); }
@@ -83,9 +86,11 @@ void rmsprop_entry(
     bool lr_in_momentum,
     bool decoupled_weight_decay,
     const std::optional<at::Tensor>& grad_scale,
-    const std::optional<at::Tensor>& found_inf) {
+    const std::optional<at::Tensor>& found_inf,
+    const std::optional<at::Tensor>& lr_tensor) {
   const TensorLists lists{params, grads, square_avgs, momentum_buffers, grad_avgs,
-      state_steps, grad_scale.value_or(at::Tensor()), found_inf.value_or(at::Tensor())};
+      state_steps, grad_scale.value_or(at::Tensor()), found_inf.value_or(at::Tensor()),
+      lr_tensor.value_or(at::Tensor())};
   const RMSpropOptions opts{lr, alpha, eps, weight_decay, momentum, maximize,
       eps_in_sqrt, lr_in_momentum, decoupled_weight_decay};
   run_checked(lists, opts, impl);

@@ -19,6 +19,9 @@
 // (as aten::_fused_adam_): gradients are unscaled inside the kernel, and a
 // non-zero found_inf leaves params, state and step counters untouched.
 //
+// lr_tensor, when given, replaces lr: the kernel reads it from device memory,
+// so a captured CUDA graph follows a Tensor learning rate without host syncs.
+//
 // rmsprop_check takes the same arguments, checks them as rmsprop_ does, and
 // changes nothing: the optimizer checks every group before updating any.
 #define FUSED_RMSPROP_ARGS(mut_a, mut_b, mut_c, mut_d, mut_e)                   \
@@ -27,7 +30,7 @@
   "Tensor" mut_e "[] state_steps, *, float lr, float alpha, float eps, "        \
   "float weight_decay, float momentum, bool maximize, bool eps_in_sqrt=False, " \
   "bool lr_in_momentum=False, bool decoupled_weight_decay=False, "              \
-  "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()"
+  "Tensor? grad_scale=None, Tensor? found_inf=None, Tensor? lr_tensor=None) -> ()"
 
 TORCH_LIBRARY(fused_rmsprop, m) {
   m.def("rmsprop_" FUSED_RMSPROP_ARGS("(a!)", "(b!)", "(c!)", "(d!)", "(e!)"));

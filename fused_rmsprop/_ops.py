@@ -35,6 +35,7 @@ def _rmsprop_fake(
     decoupled_weight_decay=False,
     grad_scale=None,
     found_inf=None,
+    lr_tensor=None,
 ):
     # The op only mutates its inputs in place: nothing to allocate or return.
     # Check what metadata can tell, so a traced call fails as an eager one would.

@@ -225,7 +225,8 @@ class FusedRMSprop(Optimizer):
             for sub_lists, _ in grouped.values():
                 sub = iter(sub_lists)
                 args = [next(sub) if lst else [] for lst in lists]
-                calls.append((args, dict(kwargs, **amp(args[0][0].device))))
+                device = args[0][0].device
+                calls.append((args, dict(kwargs, **amp(device), **_lr_for(group["lr"], device))))
         return calls
 
     @staticmethod
@@ -318,10 +319,20 @@ class FusedRMSprop(Optimizer):
                 grad_override[p] = torch.empty_like(p).copy_(grad)
 
 
+def _lr_for(lr, device):
+    """A Tensor lr on the call's device is read by the kernel (no host sync,
+    CUDA-graph safe). A CPU Tensor lr was read on the host in _op_kwargs (no
+    sync either); one on another GPU is copied over."""
+    if not isinstance(lr, Tensor) or lr.is_cpu:
+        return {}
+    return {"lr_tensor": lr.to(device, torch.float32, non_blocking=True).reshape(())}
+
+
 def _op_kwargs(group):
     lr = group["lr"]
     return dict(
-        lr=lr.item() if isinstance(lr, Tensor) else float(lr),
+        # a Tensor lr on a GPU goes to the kernel as lr_tensor (see _lr_for)
+        lr=float(lr) if not isinstance(lr, Tensor) or lr.is_cpu else 0.0,
         alpha=float(group["alpha"]),
         eps=float(group["eps"]),
         weight_decay=float(group["weight_decay"]),

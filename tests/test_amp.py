@@ -82,3 +82,19 @@ def test_grad_scale_unscales_inside_the_kernel(kernel):
 def test_bad_grad_scale_is_rejected():
     with pytest.raises(RuntimeError, match="grad_scale must be a one-element float32"):
         rmsprop_(*_lists(), **HYPER, grad_scale=torch.tensor([1.0, 2.0]))
+
+
+@pytest.mark.parametrize("kernel", ["cpu", "cuda_emulated"])
+def test_lr_tensor_is_read_by_the_kernel(kernel):
+    # Capturable CUDA steps with a Tensor lr pass it as lr_tensor; the CUDA
+    # kernel reads it from device memory (here under emulation).
+    op = rmsprop_ if kernel == "cpu" else torch.ops.fused_rmsprop_emulation.rmsprop_
+    from_tensor, from_float = _lists(), _lists()
+    op(*from_tensor, **dict(HYPER, lr=0.0), lr_tensor=torch.tensor(0.125))
+    op(*from_float, **dict(HYPER, lr=0.125))
+    for a, b in zip(from_tensor, from_float):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+    unchanged = _lists()
+    op(*unchanged, **dict(HYPER, lr=0.125, weight_decay=0.0), lr_tensor=torch.tensor(0.0))
+    assert torch.equal(unchanged[0][0], _lists()[0][0])  # lr_tensor = 0 wins over lr

@@ -51,11 +51,14 @@ def test_second_device():
 
 
 @cuda
-def test_cuda_graph_capture_and_replay_of_a_capturable_step():
+@pytest.mark.parametrize("tensor_lr", [False, True])
+def test_cuda_graph_capture_and_replay_of_a_capturable_step(tensor_lr):
     p = torch.randn(1000, device="cuda", requires_grad=True)
     q = p.detach().clone().requires_grad_()
-    opt = FusedRMSprop([p], capturable=True, momentum=0.9)
-    ref = torch.optim.RMSprop([q], capturable=True, momentum=0.9)
+    lr = torch.tensor(0.01, device="cuda") if tensor_lr else 0.01
+    opt = FusedRMSprop([p], lr=lr, capturable=True, momentum=0.9)
+    ref = torch.optim.RMSprop([q], lr=lr.clone() if tensor_lr else lr, capturable=True,
+                              momentum=0.9)
     p.grad = torch.randn_like(p)
     q.grad = p.grad.clone()
     opt.step()  # warm up: allocates state outside the graph
@@ -63,9 +66,12 @@ def test_cuda_graph_capture_and_replay_of_a_capturable_step():
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         opt.step()
-    for _ in range(3):
+    for i in range(3):
         p.grad.copy_(torch.randn_like(p))
         q.grad.copy_(p.grad)
+        if tensor_lr:  # the captured step must follow the lr tensor's new value
+            opt.param_groups[0]["lr"].fill_(0.01 / (i + 2))
+            ref.param_groups[0]["lr"].fill_(0.01 / (i + 2))
         graph.replay()
         ref.step()
     torch.cuda.synchronize()

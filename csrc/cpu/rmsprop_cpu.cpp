@@ -159,7 +159,11 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
   auto state_ptr = [&](at::TensorList list, int64_t t) -> S* {
     return list.empty() ? nullptr : static_cast<S*>(data(list[t]));
   };
-  RMSpropConstants<M> c(opts);
+  RMSpropOptions o = opts;
+  if (lists.lr_tensor.defined()) {
+    o.lr = lists.lr_tensor.item<float>();  // a CPU tensor: no synchronisation
+  }
+  RMSpropConstants<M> c(o);
   if (lists.grad_scale.defined()) {
     c.grad_inv_scale = inverse_grad_scale<M>(lists.grad_scale.item<float>());
   }

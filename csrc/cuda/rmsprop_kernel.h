@@ -46,6 +46,14 @@ FUSED_RMSPROP_DEVICE void store_vector(T* base, int64_t i, const M (&r)[kILP]) {
   reinterpret_cast<AlignedVector<T, kILP>*>(base)[i] = v;
 }
 
+// Scalars that live in device memory and are read by every block, so the
+// host never waits for them: GradScaler's scale and found_inf, and a Tensor lr.
+struct DeviceScalars {
+  const float* lr;
+  const float* grad_scale;
+  const float* found_inf;
+};
+
 template <typename Tag, int64_t kChunk>
 struct RMSpropChunk {
   using T = typename Tag::T;
@@ -58,17 +66,22 @@ struct RMSpropChunk {
   static constexpr int kAvg = 3 + kMom;     // address slot of grad_avg
 
   FUSED_RMSPROP_DEVICE void operator()(
-      const TensorListMetadata<kDepth>& meta, const RMSpropConstants<M>& constants,
-      const float* grad_scale, const float* found_inf) const {
-    // NOTE: [AMP] GradScaler's scale and found_inf live on the device; each
-    // block reads them, so the host never waits. A skipped step returns
-    // before touching memory.
-    if (found_inf != nullptr && *found_inf != 0.0f) {
+      const TensorListMetadata<kDepth>& meta, const RMSpropOptions& opts,
+      const DeviceScalars& device) const {
+    // NOTE: [device scalars] Each block reads found_inf, lr and the grad
+    // scale from device memory and folds the options into its constants
+    // itself (a few flops), so nothing waits on the host. A step that AMP
+    // skips returns before touching memory.
+    if (device.found_inf != nullptr && *device.found_inf != 0.0f) {
       return;
     }
-    RMSpropConstants<M> c = constants;
-    if (grad_scale != nullptr) {
-      c.grad_inv_scale = inverse_grad_scale<M>(*grad_scale);
+    RMSpropOptions o = opts;
+    if (device.lr != nullptr) {
+      o.lr = *device.lr;
+    }
+    RMSpropConstants<M> c(o);
+    if (device.grad_scale != nullptr) {
+      c.grad_inv_scale = inverse_grad_scale<M>(*device.grad_scale);
     }
     const int tensor = meta.block_to_tensor[blockIdx.x];
     const int64_t start = static_cast<int64_t>(meta.block_to_chunk[blockIdx.x]) * kChunk;
@@ -131,10 +144,10 @@ struct RMSpropChunk {
   }
 };
 
-template <typename Chunk, typename Meta, typename Constants>
+template <typename Chunk, typename Meta>
 FUSED_RMSPROP_GLOBAL FUSED_RMSPROP_LAUNCH_BOUNDS(kBlockSize) void rmsprop_multi_tensor_kernel(
-    Meta meta, Constants c, const float* grad_scale, const float* found_inf) {
-  Chunk{}(meta, c, grad_scale, found_inf);
+    Meta meta, RMSpropOptions opts, DeviceScalars device) {
+  Chunk{}(meta, opts, device);
 }
 
 // Runs one checked call: `launch(kernel, num_blocks, args...)` is
@@ -143,7 +156,6 @@ FUSED_RMSPROP_GLOBAL FUSED_RMSPROP_LAUNCH_BOUNDS(kBlockSize) void rmsprop_multi_
 template <typename Tag, int64_t kChunk, typename Launch>
 void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, const Launch& launch) {
   using Chunk = RMSpropChunk<Tag, kChunk>;
-  using M = typename Chunk::M;
   constexpr int kDepth = Chunk::kDepth;
   std::array<at::TensorList, kDepth> tl;
   tl[0] = lists.params;
@@ -151,15 +163,14 @@ void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, cons
   tl[2] = lists.square_avgs;
   if constexpr (Chunk::kMom) tl[Chunk::kBuf] = lists.momentum_buffers;
   if constexpr (Chunk::kCen) tl[Chunk::kAvg] = lists.grad_avgs;
-  const RMSpropConstants<M> c(opts);
   auto pointer = [](const at::Tensor& t) -> const float* {
     return t.defined() ? t.const_data_ptr<float>() : nullptr;
   };
-  const float* grad_scale = pointer(lists.grad_scale);
-  const float* found_inf = pointer(lists.found_inf);
+  const DeviceScalars device{
+      pointer(lists.lr_tensor), pointer(lists.grad_scale), pointer(lists.found_inf)};
   multi_tensor_apply<kDepth, kChunk>(tl, [&](const TensorListMetadata<kDepth>& meta, int blocks) {
-    launch(&rmsprop_multi_tensor_kernel<Chunk, TensorListMetadata<kDepth>, RMSpropConstants<M>>,
-           blocks, meta, c, grad_scale, found_inf);
+    launch(&rmsprop_multi_tensor_kernel<Chunk, TensorListMetadata<kDepth>>, blocks, meta, opts,
+           device);
   });
 }
 

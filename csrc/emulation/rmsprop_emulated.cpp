@@ -45,14 +45,16 @@ void rmsprop_emulated_op(
     double alpha, double eps, double weight_decay, double momentum,
     bool maximize, bool eps_in_sqrt, bool lr_in_momentum,
     bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-    const std::optional<at::Tensor>& found_inf, int64_t chunk_size) {
+    const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& lr_tensor,
+    int64_t chunk_size) {
   TORCH_CHECK(chunk_size == kChunkSize || chunk_size == kSmallChunk,
       "fused_rmsprop_emulation: chunk_size must be ", kChunkSize, " or ",
       kSmallChunk, ", got ", chunk_size);
   auto impl = chunk_size == kChunkSize ? &rmsprop_emulated<kChunkSize>
                                        : &rmsprop_emulated<kSmallChunk>;
   const TensorLists lists{params, grads, square_avgs, momentum_buffers, grad_avgs,
-      state_steps, grad_scale.value_or(at::Tensor()), found_inf.value_or(at::Tensor())};
+      state_steps, grad_scale.value_or(at::Tensor()), found_inf.value_or(at::Tensor()),
+      lr_tensor.value_or(at::Tensor())};
   const RMSpropOptions opts{lr, alpha, eps, weight_decay, momentum, maximize,
       eps_in_sqrt, lr_in_momentum, decoupled_weight_decay};
   g_launches = 0;
@@ -69,7 +71,7 @@ TORCH_LIBRARY(fused_rmsprop_emulation, m) {
       "float alpha, float eps, float weight_decay, float momentum, "
       "bool maximize, bool eps_in_sqrt=False, bool lr_in_momentum=False, "
       "bool decoupled_weight_decay=False, Tensor? grad_scale=None, "
-      "Tensor? found_inf=None, int chunk_size=65536) -> ()");
+      "Tensor? found_inf=None, Tensor? lr_tensor=None, int chunk_size=65536) -> ()");
   m.impl("rmsprop_", c10::DispatchKey::CPU, &rmsprop_emulated_op);
   m.def("last_launches() -> int", &last_launches);
 }
