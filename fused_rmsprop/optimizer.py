@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer
 
+from ._op_args import amp_tensors, lr_for, op_kwargs
 from ._ops import rmsprop_, rmsprop_check
 from ._state import (STATE_KEYS, DTensor, Where, as_real, check_state, is_dense,
                      local_shards, new_state, state_dtype, zeros_state)
@@ -165,30 +166,12 @@ class FusedRMSprop(Optimizer):
             rmsprop_(*args, **kwargs)
         return loss
 
-    def _amp_tensors(self):
-        """Maps a device to the GradScaler arguments for a call on it."""
-        grad_scale = getattr(self, "grad_scale", None)
-        found_inf = getattr(self, "found_inf", None)
-        cache = {}
-
-        def on(device):
-            if device not in cache:
-                cache[device] = {
-                    "grad_scale": None if grad_scale is None else
-                    grad_scale.to(device, torch.float32, non_blocking=True),
-                    "found_inf": None if found_inf is None else
-                    found_inf.to(device, torch.float32, non_blocking=True),
-                }
-            return cache[device]
-
-        return on
-
     def _gather_calls(self, grad_override):
         """[(args, kwargs)] of one op call per (group, device, dtype), or None
         when some parameter needs the slow path."""
         calls = []
         state = self.state
-        amp = self._amp_tensors()
+        amp = amp_tensors(self)
         for group in self.param_groups:
             momentum, centered = group["momentum"] > 0, group["centered"]
             lists = ([], [], [], [], [], [])
@@ -221,12 +204,12 @@ class FusedRMSprop(Optimizer):
                 grouped = torch._C._group_tensors_by_device_and_dtype(present, False)
             except (KeyError, TypeError, AttributeError, RuntimeError):
                 return None
-            kwargs = _op_kwargs(group)
+            kwargs = op_kwargs(group)
             for sub_lists, _ in grouped.values():
                 sub = iter(sub_lists)
                 args = [next(sub) if lst else [] for lst in lists]
                 device = args[0][0].device
-                calls.append((args, dict(kwargs, **amp(device), **_lr_for(group["lr"], device))))
+                calls.append((args, dict(kwargs, **amp(device), **lr_for(group["lr"], device))))
         return calls
 
     @staticmethod
@@ -317,28 +300,3 @@ class FusedRMSprop(Optimizer):
                     state[key] = torch.empty_like(p, dtype=dtype).copy_(value)
             if grad.stride() != p.stride():
                 grad_override[p] = torch.empty_like(p).copy_(grad)
-
-
-def _lr_for(lr, device):
-    """A Tensor lr on the call's device is read by the kernel (no host sync,
-    CUDA-graph safe). A CPU Tensor lr was read on the host in _op_kwargs (no
-    sync either); one on another GPU is copied over."""
-    if not isinstance(lr, Tensor) or lr.is_cpu:
-        return {}
-    return {"lr_tensor": lr.to(device, torch.float32, non_blocking=True).reshape(())}
-
-
-def _op_kwargs(group):
-    lr = group["lr"]
-    return dict(
-        # a Tensor lr on a GPU goes to the kernel as lr_tensor (see _lr_for)
-        lr=float(lr) if not isinstance(lr, Tensor) or lr.is_cpu else 0.0,
-        alpha=float(group["alpha"]),
-        eps=float(group["eps"]),
-        weight_decay=float(group["weight_decay"]),
-        momentum=float(group["momentum"]),
-        maximize=bool(group["maximize"]),
-        eps_in_sqrt=bool(group["eps_in_sqrt"]),
-        lr_in_momentum=bool(group["lr_in_momentum"]),
-        decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
-    )
