@@ -160,11 +160,34 @@ class FusedRMSprop(Optimizer):
         # the slow path, which validates in Python with precise messages,
         # creates or re-lays state, and then gathers again.
         calls = self._gather_calls({})
-        if calls is None or not self._all_pass_checks(calls):
-            calls = self._prepare_slowly()
-        for args, kwargs in calls:
+        if calls is not None and len(calls) == 1:
+            # One call checks all its arguments before writing anything, so a
+            # separate check call would only repeat that work (about 0.9 us
+            # per parameter).
+            if self._update_unless_refused(calls[0]):
+                return loss
+        elif calls is not None and self._all_pass_checks(calls):
+            for args, kwargs in calls:
+                rmsprop_(*args, **kwargs)
+            return loss
+        for args, kwargs in self._prepare_slowly():
             rmsprop_(*args, **kwargs)
         return loss
+
+    @staticmethod
+    def _update_unless_refused(call):
+        """Runs one op call; False when its checks or the dispatcher refused
+        it, which happens before any write (run_checked in op_checks.h)."""
+        args, kwargs = call
+        try:
+            rmsprop_(*args, **kwargs)
+        except NotImplementedError:  # no kernel for these tensors, e.g. sparse
+            return False
+        except RuntimeError as error:
+            if not str(error).startswith("fused_rmsprop:"):
+                raise  # not an argument check: e.g. a failed kernel launch
+            return False
+        return True
 
     def _gather_calls(self, grad_override):
         """[(args, kwargs)] of one op call per (group, device, dtype), or None

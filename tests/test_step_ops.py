@@ -76,3 +76,14 @@ def test_new_state_is_rolled_back_when_the_native_check_fails():
     with pytest.raises(RuntimeError, match="eps must be >= 0"):
         opt.step()
     assert a not in opt.state or not opt.state[a]
+
+
+def test_a_single_call_step_is_just_the_update():
+    # With one (group, device, dtype) the update op's own checks run before it
+    # writes anything, so no separate check call is made.
+    params = _model_params()[:-1]  # all float32
+    opt = FusedRMSprop(params, momentum=0.9)
+    opt.step()
+    with RecordOps() as rec:
+        opt.step()
+    assert rec.ops == ["fused_rmsprop.rmsprop_.default"]
