@@ -154,8 +154,9 @@ class FusedRMSprop(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         # NOTE: [fast path] A steady training step only gathers tensors into
-        # lists: the native check op validates every call before the first
-        # update, so a step that raises changes nothing. Anything else (new
+        # lists. Every op call is checked before the first one writes (with
+        # several calls by the check op, with one by the update's own checks),
+        # so a step that raises changes nothing. Anything else (new
         # parameters, a grad laid out unlike its parameter, bad state) takes
         # the slow path, which validates in Python with precise messages,
         # creates or re-lays state, and then gathers again.
