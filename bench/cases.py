@@ -12,11 +12,13 @@ DEFAULT_SIZES = [1e3, 1e4, 1e5, 1e6, 1e7, 6.4e7, 1e8]
 
 
 def bytes_per_element(dtype: torch.dtype, config: str) -> int:
-    """Minimum traffic of one step: read p, g, v (+ b, + gbar), write p, v (+ b, + gbar)."""
+    """Minimum traffic of one step per element, with state in the param's
+    dtype: read p and g and write p (3 accesses), and read and write each
+    state tensor (v, + b with momentum, + gbar when centered)."""
     options = CONFIGS[config]
     size = torch.empty((), dtype=dtype).element_size()
     state = 1 + (options.get("momentum", 0) > 0) + bool(options.get("centered", False))
-    return size * (2 + 2 * state)
+    return size * (3 + 2 * state)
 
 
 def gpt2_small_shapes():

@@ -64,10 +64,11 @@ def _build(kind, params, options, device):
 
 
 def time_case(params, options, kinds, repeats, device, probe_numel):
-    """Median step time (s) of each optimizer kind, and of the bandwidth probe,
+    """Step times (s) of each optimizer kind, and of the bandwidth probe,
     measured interleaved: each repeat runs one step of every kind in turn, so
     a slow phase of a noisy machine hits all of them alike. Returns
-    ({kind: seconds, "probe": seconds}, compile seconds or None).
+    ({kind: [seconds per repeat], "probe": [...]}, compile seconds or None);
+    the i-th entries of all lists come from the same repeat (see paired).
 
     With probe_numel = 0 there is no probe: small cases run from cache, and
     a probe between their steps would evict the interpreter's own working set
@@ -95,4 +96,13 @@ def time_case(params, options, kinds, repeats, device, probe_numel):
     gc.collect()
     if "compile" in kinds:
         torch._dynamo.reset()
-    return {name: statistics.median(t) for name, t in times.items()}, compile_s
+    return times, compile_s
+
+
+def paired(numerators, denominators):
+    """Median over repeats of numerator_i / denominator_i.
+
+    On a machine whose bandwidth drifts between repeats (this 2-core VM moved
+    by 30 % within a minute), the ratio of two times taken in the same repeat
+    is far steadier than the ratio of their medians."""
+    return statistics.median(a / b for a, b in zip(numerators, denominators))

@@ -17,8 +17,8 @@ def cpu_name():
 
 
 def _speedup(row, kind):
-    t = row.get(f"{kind}_s")
-    return f"{t / row['fused_s']:.1f}x" if t else "-"
+    ratio = row.get(f"{kind}_speedup")
+    return f"{ratio:.2f}x" if ratio else "-"
 
 
 def print_table(rows, probe):
@@ -39,6 +39,8 @@ def print_table(rows, probe):
     print(f"roof%: GB/s against an in-place addcmul_ timed interleaved with each case of 4M+ "
           f"elements (smaller cases: 64M fp32 at the start, {probe:.1f} GB/s); GB/s counts the "
           "minimum bytes per element (read p, g and state, write p and state)")
+    print("roof% and the speed-ups are medians over repeats of ratios of times taken in the "
+          "same repeat; ms is the median step time")
 
 
 def plot(rows, probe, path, device):

@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -56,7 +57,7 @@ def parse_args(argv):
 
 
 def repeats_for(numel):
-    return 20 if numel <= 1e6 else 10 if numel <= 2e7 else 5
+    return 20 if numel <= 1e6 else 15 if numel <= 2e7 else 9
 
 
 def case_list(args):
@@ -97,16 +98,23 @@ def run_device(device, args):
             kinds.append("compile")
         # Cases larger than the caches get their own interleaved probe.
         probe_numel = min(n, 2**26) if n >= 2**22 else 0
-        medians, compile_s = harness.time_case(params, options, kinds, reps, device, probe_numel)
+        times, compile_s = harness.time_case(params, options, kinds, reps, device, probe_numel)
         for kind in kinds:
-            row[f"{kind}_s"] = medians[kind]
+            row[f"{kind}_s"] = statistics.median(times[kind])
+            if kind != "fused":  # speed-up, from times of the same repeat
+                row[f"{kind}_speedup"] = harness.paired(times[kind], times["fused"])
         if compile_s is not None:
             row["compile_time_s"] = compile_s
-        if probe_numel:
-            row["roofline_gbps"] = 16 * probe_numel / medians["probe"] / 1e9
         del params
         row["gbps"] = row["bytes_per_element"] * n / row["fused_s"] / 1e9
-        row["roofline_pct"] = 100 * row["gbps"] / row["roofline_gbps"]
+        if probe_numel:
+            row["roofline_gbps"] = 16 * probe_numel / statistics.median(times["probe"]) / 1e9
+            # fused GB/s over probe GB/s, from times of the same repeat
+            row["roofline_pct"] = 100 * harness.paired(
+                [row["bytes_per_element"] * n / t for t in times["fused"]],
+                [16 * probe_numel / t for t in times["probe"]])
+        else:
+            row["roofline_pct"] = 100 * row["gbps"] / row["roofline_gbps"]
         rows.append(row)
         print(f" {time.perf_counter() - started:.1f}s", flush=True)
     return probe, rows
