@@ -18,6 +18,8 @@
 namespace fused_rmsprop {
 namespace {
 
+constexpr int64_t kCacheLineBytes = 64;
+
 // NOTE: [run-time ISA choice] The shipped library must run on any x86-64 CPU,
 // so it is built without -march flags. The element loop is instead compiled
 // three times by GCC/Clang function multiversioning: for x86-64-v4 (AVX-512),
@@ -38,16 +40,17 @@ namespace {
 #define FUSED_RMSPROP_CPU_CLONES
 #endif
 
-// Updates elements [0, n) of one parameter and its state, in place.
+// Updates elements [0, n) of one parameter and its state, in place. Inlined
+// into update_span, so it is compiled once per ISA clone.
 template <typename T, typename S, bool kMomentum, bool kCentered>
-FUSED_RMSPROP_CPU_CLONES void update_span(
+C10_ALWAYS_INLINE void update_elements(
     T* __restrict param,
     const T* __restrict grad,
     S* __restrict square_avg,
     S* __restrict momentum_buffer,
     S* __restrict grad_avg,
     int64_t n,
-    const RMSpropConstants<at::opmath_type<T>> c) {
+    const RMSpropConstants<at::opmath_type<T>>& c) {
   using M = at::opmath_type<T>;
   using cpu::load_as;
   using cpu::store_as;
@@ -72,6 +75,57 @@ FUSED_RMSPROP_CPU_CLONES void update_span(
       grad_avg[i] = store_as<S>(gbar);
     }
   }
+}
+
+// Asks for the cache lines of elements [i, i + n) of x, to be read
+// (kWrite = 0) or written (1).
+template <int kWrite, typename X>
+C10_ALWAYS_INLINE void prefetch(const X* x, int64_t i, int64_t n) {
+  constexpr int64_t kLine = kCacheLineBytes / sizeof(X);
+  for (int64_t k = 0; k < n; k += kLine) {
+    __builtin_prefetch(x + i + k, kWrite);
+  }
+}
+
+// NOTE: [software prefetch] A step streams 5 to 9 arrays at once. The
+// span is updated in blocks of 4 cache lines of the parameter, and each block
+// first asks for the lines of every tensor 4 blocks (1 KB of float32
+// parameter) ahead. Measured on the 2-core Zen 3 VM, paired A/B in one
+// process: 64M float32 plain 7-15 % faster (blocking alone: 4 %), with
+// momentum + centered 4-7 %, 200 x 50K 2-4 %, 64M bfloat16 3 %; 2, 8 and 16
+// blocks ahead were no better. Cached data (1e5 elements) is unaffected.
+// (Our guess at the cause, not measured: the hardware prefetcher alone keeps
+// fewer lines of so many streams in flight.)
+// kPrefetch is false for blocks that are already in L1 (the float16 path).
+template <typename T, typename S, bool kMomentum, bool kCentered, bool kPrefetch = true>
+FUSED_RMSPROP_CPU_CLONES void update_span(
+    T* __restrict param,
+    const T* __restrict grad,
+    S* __restrict square_avg,
+    S* __restrict momentum_buffer,
+    S* __restrict grad_avg,
+    int64_t n,
+    const RMSpropConstants<at::opmath_type<T>> c) {
+  constexpr int64_t kBlock = 4 * kCacheLineBytes / sizeof(T);
+  constexpr int64_t kAhead = 4 * kBlock;
+  int64_t i = 0;
+  for (; kPrefetch && i + kBlock <= n; i += kBlock) {
+    if (i + kAhead + kBlock <= n) {
+      prefetch<1>(param, i + kAhead, kBlock);
+      prefetch<0>(grad, i + kAhead, kBlock);
+      prefetch<1>(square_avg, i + kAhead, kBlock);
+      if constexpr (kMomentum) prefetch<1>(momentum_buffer, i + kAhead, kBlock);
+      if constexpr (kCentered) prefetch<1>(grad_avg, i + kAhead, kBlock);
+    }
+    update_elements<T, S, kMomentum, kCentered>(
+        param + i, grad + i, square_avg + i,
+        kMomentum ? momentum_buffer + i : nullptr, kCentered ? grad_avg + i : nullptr,
+        kBlock, c);
+  }
+  update_elements<T, S, kMomentum, kCentered>(
+      param + i, grad + i, square_avg + i,
+      kMomentum ? momentum_buffer + i : nullptr, kCentered ? grad_avg + i : nullptr,
+      n - i, c);
 }
 
 // float16 params: block by block, convert to float32 (F16C), run the float32
@@ -110,7 +164,7 @@ void update_span_half(
     float* vs = load_state(square_avg, v);
     float* bs = kMomentum ? load_state(momentum_buffer, b) : nullptr;
     float* as = kCentered ? load_state(grad_avg, a) : nullptr;
-    update_span<float, float, kMomentum, kCentered>(p, g, vs, bs, as, m, c);
+    update_span<float, float, kMomentum, kCentered, false>(p, g, vs, bs, as, m, c);
     cpu::float_to_half(p, param + i0, m);
     store_state(square_avg, v);
     if constexpr (kMomentum) store_state(momentum_buffer, b);
@@ -137,7 +191,6 @@ void update_param(T* param, const T* grad, S* square_avg, S* momentum_buffer,
 // well as one large one, and no two threads write to one cache line of a
 // parameter. A tensor's last unit may be partial; zero-size tensors own no
 // units.
-constexpr int64_t kCacheLineBytes = 64;
 // Below this many elements a call runs on one thread: waking the pool costs
 // more than the update.
 constexpr int64_t kMinElementsPerThread = 32768;
