@@ -77,3 +77,30 @@ def plot(rows, probe, path, device):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def markdown_table(rows):
+    """The rows as a Markdown table (for docs/performance.md)."""
+    lines = ["| case | tensors | dtype | options | FusedRMSprop ms | GB/s | roof % "
+             "| vs torch for-loop | vs torch foreach | vs torch.compile |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['tensors']} | {r['dtype']} | {r['config']} | "
+                     f"{1e3 * r['fused_s']:.2f} | {r['gbps']:.1f} | {r['roofline_pct']:.0f} | "
+                     f"{_speedup(r, 'for-loop')} | {_speedup(r, 'foreach')} | "
+                     f"{_speedup(r, 'compile')} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python bench/report.py bench/results/results.json  (prints Markdown tables)")
+    with open(sys.argv[1]) as f:
+        results = json.load(f)
+    print(f"machine: {results['machine']}")
+    for device, data in results["devices"].items():
+        print(f"\n{device}: bandwidth probe at the start {data['roofline_gbps']:.1f} GB/s\n")
+        print(markdown_table(data["rows"]))

@@ -65,14 +65,14 @@ def case_list(args):
     for dtype in args.dtypes:
         for config in args.configs:
             for size in args.sizes:
-                out.append((f"{size:.0e}", [(int(size),)], dtype, config))
+                out.append((cases.size_name(size), [(int(size),)], dtype, config))
             for model in args.models:
                 out.append((model, cases.MODELS[model](), dtype, config))
     return out
 
 
 def wants_compile(args, name, dtype):
-    return args.compile == "all" or (args.compile == "headline" and name == "6e+07"
+    return args.compile == "all" or (args.compile == "headline" and name == cases.size_name(cases.HEADLINE_SIZE)
                                      and dtype == "float32")
 
 

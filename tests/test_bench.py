@@ -13,6 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import cases  # noqa: E402
 import harness  # noqa: E402
+import report  # noqa: E402
 import run  # noqa: E402
 
 
@@ -72,3 +73,11 @@ def test_a_tiny_benchmark_run_writes_its_table_json_and_plot(tmp_path, capsys):
         assert row["bytes_per_element"] == cases.bytes_per_element(
             getattr(torch, row["dtype"]), row["config"])
     assert (tmp_path / "throughput_cpu.png").stat().st_size > 10_000
+    table = report.markdown_table(rows).splitlines()
+    assert len(table) == 2 + len(rows) and table[2].startswith("| 1e+03 | 1 | float32 | plain |")
+
+
+def test_the_headline_case_gets_the_compile_baseline():
+    args = run.parse_args([])
+    names = {name for name, _, dtype, _ in run.case_list(args) if run.wants_compile(args, name, dtype)}
+    assert names == {"6.4e+07"}
