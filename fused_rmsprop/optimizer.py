@@ -11,6 +11,7 @@ from ._ops import rmsprop_, rmsprop_check
 from ._state import (STATE_KEYS, DTensor, Where, as_real, check_state, is_dense,
                      local_shards, new_state, state_dtype, zeros_state)
 
+_PLAIN_TYPES = (Tensor, torch.nn.Parameter)  # never DTensors
 
 
 class FusedRMSprop(Optimizer):
@@ -217,8 +218,10 @@ class FusedRMSprop(Optimizer):
                     s = state.get(p)
                     if not s:
                         return None
-                    grad = grad_override.get(p, grad)
-                    if isinstance(p, DTensor):
+                    if grad_override:
+                        grad = grad_override.get(p, grad)
+                    # type() first: isinstance(p, DTensor) costs 0.1 us per param
+                    if type(p) not in _PLAIN_TYPES and isinstance(p, DTensor):
                         p, grad, s = local_shards(p, grad, s)
                     if p.is_complex():
                         p, grad = as_real(p), as_real(grad)
