@@ -166,3 +166,30 @@ def test_conversions_agree_with_c10_on_extreme_values(dtype):
     h = dict(lr=0.5, alpha=0.5, eps=1e-3, weight_decay=0.0, momentum=0.5, maximize=False)
     for lr in (0.5, 1e-3):
         assert_emulation_equals_cpu_kernel(clone(lists), dict(h, lr=lr))
+
+
+@pytest.mark.parametrize("momentum,centered", [(False, False), (True, True)])
+def test_every_bfloat16_bit_pattern_matches_c10_conversions(momentum, centered):
+    # NOTE: [bfloat16 NaN] in csrc/cpu/convert.h: the CPU kernel rounds to
+    # bfloat16 without c10's NaN select. Every bfloat16 value (NaNs with every
+    # payload, infinities, subnormals) as parameter, as grad and as state must
+    # give c10's bits (the emulated kernel converts with c10), except that a
+    # NaN may be a different NaN.
+    every = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+    gen = torch.Generator().manual_seed(0)
+    lists = [[every.clone()], [every[torch.randperm(every.numel(), generator=gen)]],
+             [every.abs()[torch.randperm(every.numel(), generator=gen)]],
+             [every.flip(0)] if momentum else [], [every.roll(7)] if centered else [],
+             [torch.zeros(())]]
+    h = hyper(momentum)
+    emulated, cpu = clone(lists), clone(lists)
+    emu.rmsprop_(*emulated, **h, chunk_size=SMALL_CHUNK)
+    fused_rmsprop.rmsprop_(*cpu, **h)
+    for name, a, b in zip(("param", "square_avg", "momentum_buffer", "grad_avg"),
+                          [emulated[0], emulated[2], emulated[3], emulated[4]],
+                          [cpu[0], cpu[2], cpu[3], cpu[4]]):
+        for x, y in zip(a, b):
+            nan = x.isnan()
+            assert torch.equal(nan, y.isnan()), f"{name}: NaN in one kernel only"
+            assert 0 < nan.sum() < x.numel()
+            assert torch.equal(x[~nan].view(torch.int16), y[~nan].view(torch.int16)), name
