@@ -72,8 +72,8 @@ def case_list(args):
 
 
 def wants_compile(args, name, dtype):
-    return args.compile == "all" or (args.compile == "headline" and name == cases.size_name(cases.HEADLINE_SIZE)
-                                     and dtype == "float32")
+    headline = name == cases.size_name(cases.HEADLINE_SIZE) and dtype == "float32"
+    return args.compile == "all" or (args.compile == "headline" and headline)
 
 
 def run_device(device, args):
