@@ -57,10 +57,16 @@ def many_small_shapes():
     return [(50_000,)] * 200
 
 
+def many_tiny_shapes():
+    """200 tensors of 16 elements: a step that is all per-parameter overhead."""
+    return [(16,)] * 200
+
+
 MODELS = {
     "gpt2-small": gpt2_small_shapes,
     "resnet50": resnet50_shapes,
     "200x50K": many_small_shapes,
+    "200x16": many_tiny_shapes,
 }
 
 

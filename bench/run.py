@@ -1,7 +1,7 @@
 """Throughput microbenchmarks of FusedRMSprop against torch.optim.RMSprop.
 
     make bench                                   # the embedded default (under 5 min, CPU)
-    make bench BENCH_ARGS="--quick"              # sizes up to 1e6, no models, no compile
+    make bench BENCH_ARGS="--quick"              # sizes up to 1e6, 200x50K and 200x16, no compile
     python bench/run.py --device cuda --sizes 1e6 1e8 --dtypes float32 --models gpt2-small
 
 Cases: one tensor per size of the sweep, and parameter lists shaped like real
@@ -46,12 +46,12 @@ def parse_args(argv):
     p.add_argument("--compile", choices=["headline", "all", "none"], default="headline",
                    help="torch.compile baseline: headline = the 6.4e7 float32 cases only")
     p.add_argument("--quick", action="store_true",
-                   help="sizes up to 1e6, the 200x50K list only, no compile baseline")
+                   help="sizes up to 1e6, the 200x50K and 200x16 lists only, no compile baseline")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = p.parse_args(argv)
     if args.quick:
         args.sizes = [s for s in args.sizes if s <= 1e6]
-        args.models = ["200x50K"]
+        args.models = ["200x50K", "200x16"]
         args.compile = "none"
     return args
 

@@ -48,6 +48,7 @@ def test_model_shapes_have_their_published_sizes():
     assert len(cases.gpt2_small_shapes()) == 148
     assert cases.numel(cases.resnet50_shapes()) == 25_557_032
     assert len(cases.resnet50_shapes()) == 161
+    assert cases.numel(cases.many_tiny_shapes()) == 200 * 16
 
 
 def test_paired_ratio_cancels_a_common_drift():
