@@ -9,6 +9,7 @@ from fused_rmsprop import FusedRMSprop
 from fused_rmsprop.testing import (
     assert_matches_reference,
     assert_matches_torch,
+    assert_no_less_accurate,
     assert_steps_match_reference,
     compare_optimizers,
 )
@@ -81,28 +82,26 @@ def test_several_param_groups_with_different_hyperparameters():
 
 
 def test_mixed_dtypes_in_one_group():
-    def make(opt_class, dtypes):
-        def build(params):
-            for p, dt in zip(params, dtypes):
-                p.data = p.data.to(dt)
-            return opt_class(params, momentum=0.9)
-        return build
-
     torch.manual_seed(0)
     cand = [torch.randn(n, requires_grad=True) for n in (5, 17, 33, 64)]
     cand[1].data = cand[1].data.double()
     cand[3].data = cand[3].data.double()
     base = [p.detach().clone().requires_grad_() for p in cand]
-    a, b = FusedRMSprop(cand, momentum=0.9), torch.optim.RMSprop(base, momentum=0.9)
+    exact = [p.detach().to(torch.float64, copy=True).requires_grad_() for p in cand]
+    opts = [FusedRMSprop(cand, momentum=0.9), torch.optim.RMSprop(base, momentum=0.9),
+            torch.optim.RMSprop(exact, momentum=0.9)]
     for _ in range(5):
-        for pc, pb in zip(cand, base):
+        for pc, pb, pe in zip(cand, base, exact):
             pc.grad = torch.randn_like(pc)
             pb.grad = pc.grad.clone()
-        a.step()
-        b.step()
-    for pc, pb in zip(cand, base):
-        tol = 1e-10 if pc.dtype == torch.float64 else 1e-5
-        torch.testing.assert_close(pc, pb, rtol=tol, atol=tol)
+            pe.grad = pc.grad.double()
+        for opt in opts:
+            opt.step()
+    for i, (pc, pb, pe) in enumerate(zip(cand, base, exact)):
+        if pc.dtype == torch.float64:
+            torch.testing.assert_close(pc, pb, rtol=1e-10, atol=1e-12)
+        else:
+            assert_no_less_accurate(pc, pb, pe, f"param {i}")
 
 
 def test_complex_parameters_match_torch():

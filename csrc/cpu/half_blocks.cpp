@@ -1,4 +1,5 @@
 #include "half_blocks.h"
+#include "isa.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -43,14 +44,17 @@ __attribute__((target("avx,f16c"))) void float_to_half_f16c(
   float_to_half_scalar(src + i, dst + i, n - i);
 }
 
-const bool kHasF16C = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+// F16C is part of x86-64-v3, so forcing the baseline ISA (tests) turns it off.
+bool use_f16c() {
+  return active_isa() != Isa::kBaseline;
+}
 #endif
 
 }  // namespace
 
 void half_to_float(const c10::Half* src, float* dst, int64_t n) {
 #ifdef FUSED_RMSPROP_HAVE_F16C_PATH
-  if (kHasF16C) {
+  if (use_f16c()) {
     return half_to_float_f16c(src, dst, n);
   }
 #endif
@@ -59,7 +63,7 @@ void half_to_float(const c10::Half* src, float* dst, int64_t n) {
 
 void float_to_half(const float* src, c10::Half* dst, int64_t n) {
 #ifdef FUSED_RMSPROP_HAVE_F16C_PATH
-  if (kHasF16C) {
+  if (use_f16c()) {
     return float_to_half_f16c(src, dst, n);
   }
 #endif

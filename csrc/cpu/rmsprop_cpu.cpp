@@ -11,6 +11,7 @@
 
 #include "convert.h"
 #include "half_blocks.h"
+#include "isa.h"
 #include "../dispatch.h"
 #include "../op_checks.h"
 #include "../rmsprop_rule.h"
@@ -20,28 +21,16 @@ namespace {
 
 constexpr int64_t kCacheLineBytes = 64;
 
-// NOTE: [run-time ISA choice] The shipped library must run on any x86-64 CPU,
-// so it is built without -march flags. The element loop is instead compiled
-// three times by GCC/Clang function multiversioning: for x86-64-v4 (AVX-512),
-// x86-64-v3 (AVX2 + FMA + F16C) and baseline SSE2; the loader picks the best
-// one the CPU supports (an ifunc resolved once). Only this loop is cloned:
-// everything it calls is inlined into each clone, and nothing compiled for a
-// wider ISA can leak into code that runs on a narrower CPU.
-// The build uses -ffp-contract=off, so the vectorized body and the scalar
-// remainder of each clone round identically and an element's result does not
-// depend on where a thread's range or a vector happens to start.
-#if defined(__x86_64__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define FUSED_RMSPROP_CPU_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-#endif
-#ifndef FUSED_RMSPROP_CPU_CLONES
-#define FUSED_RMSPROP_CPU_CLONES
+// Each call's element loop runs with the best ISA this CPU has (see NOTE:
+// [run-time ISA choice] in isa.h); these mark the copies compiled for each.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FUSED_RMSPROP_X86_ISAS 1
+#define FUSED_RMSPROP_TARGET_V4 __attribute__((target("arch=x86-64-v4"), noinline))
+#define FUSED_RMSPROP_TARGET_V3 __attribute__((target("arch=x86-64-v3"), noinline))
 #endif
 
 // Updates elements [0, n) of one parameter and its state, in place. Inlined
-// into update_span, so it is compiled once per ISA clone.
+// into each ISA's copy of the loop (update_span_v4, _v3, _baseline).
 template <typename T, typename S, bool kMomentum, bool kCentered>
 C10_ALWAYS_INLINE void update_elements(
     T* __restrict param,
@@ -97,8 +86,8 @@ C10_ALWAYS_INLINE void prefetch(const X* x, int64_t i, int64_t n) {
 // (Our guess at the cause, not measured: the hardware prefetcher alone keeps
 // fewer lines of so many streams in flight.)
 // kPrefetch is false for blocks that are already in L1 (the float16 path).
-template <typename T, typename S, bool kMomentum, bool kCentered, bool kPrefetch = true>
-FUSED_RMSPROP_CPU_CLONES void update_span(
+template <typename T, typename S, bool kMomentum, bool kCentered, bool kPrefetch>
+C10_ALWAYS_INLINE void update_span_body(
     T* __restrict param,
     const T* __restrict grad,
     S* __restrict square_avg,
@@ -126,6 +115,43 @@ FUSED_RMSPROP_CPU_CLONES void update_span(
       param + i, grad + i, square_avg + i,
       kMomentum ? momentum_buffer + i : nullptr, kCentered ? grad_avg + i : nullptr,
       n - i, c);
+}
+
+// The copies of the loop per ISA; each inlines update_span_body and
+// everything it calls, compiled for its target.
+#define FUSED_RMSPROP_SPAN_COPY(NAME, ATTRIBUTES)                                   \
+  template <typename T, typename S, bool kMomentum, bool kCentered, bool kPrefetch> \
+  ATTRIBUTES void NAME(T* __restrict param, const T* __restrict grad,               \
+      S* __restrict square_avg, S* __restrict momentum_buffer,                      \
+      S* __restrict grad_avg, int64_t n, const RMSpropConstants<at::opmath_type<T>> c) { \
+    update_span_body<T, S, kMomentum, kCentered, kPrefetch>(                        \
+        param, grad, square_avg, momentum_buffer, grad_avg, n, c);                  \
+  }
+FUSED_RMSPROP_SPAN_COPY(update_span_baseline, __attribute__((noinline)))
+#ifdef FUSED_RMSPROP_X86_ISAS
+FUSED_RMSPROP_SPAN_COPY(update_span_v3, FUSED_RMSPROP_TARGET_V3)
+FUSED_RMSPROP_SPAN_COPY(update_span_v4, FUSED_RMSPROP_TARGET_V4)
+#endif
+#undef FUSED_RMSPROP_SPAN_COPY
+
+// Runs the copy of the loop for the active ISA.
+template <typename T, typename S, bool kMomentum, bool kCentered, bool kPrefetch = true>
+void update_span(T* param, const T* grad, S* square_avg, S* momentum_buffer, S* grad_avg,
+    int64_t n, const RMSpropConstants<at::opmath_type<T>>& c) {
+#ifdef FUSED_RMSPROP_X86_ISAS
+  switch (cpu::active_isa()) {
+    case cpu::Isa::kX86_64_V4:
+      return update_span_v4<T, S, kMomentum, kCentered, kPrefetch>(
+          param, grad, square_avg, momentum_buffer, grad_avg, n, c);
+    case cpu::Isa::kX86_64_V3:
+      return update_span_v3<T, S, kMomentum, kCentered, kPrefetch>(
+          param, grad, square_avg, momentum_buffer, grad_avg, n, c);
+    case cpu::Isa::kBaseline:
+      break;
+  }
+#endif
+  update_span_baseline<T, S, kMomentum, kCentered, kPrefetch>(
+      param, grad, square_avg, momentum_buffer, grad_avg, n, c);
 }
 
 // float16 params: block by block, convert to float32 (F16C), run the float32

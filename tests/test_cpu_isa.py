@@ -1,0 +1,119 @@
+"""The CPU kernel gives the same bits on every x86-64 CPU.
+
+The element loop is compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2) and
+baseline SSE2, and each call runs the best copy the CPU supports (NOTE:
+[run-time ISA choice] in csrc/cpu/isa.h). Here every copy this machine can
+run is forced in turn on the same inputs, and the results must be identical
+to the bit, NaN payloads included. (On a CPU without AVX-512 the v4 copy
+cannot run, so it is compared wherever CI runs on one.)
+"""
+
+import itertools
+
+import pytest
+import torch
+
+from fused_rmsprop._ops import rmsprop_
+
+ISAS = ["x86-64-v4", "x86-64-v3", "baseline"]
+_isa = torch.ops.fused_rmsprop._cpu_isa
+
+
+def _runnable():
+    best = _isa("auto")
+    return ISAS[ISAS.index(best):] if best in ISAS else [best]
+
+
+@pytest.fixture(autouse=True)
+def _back_to_auto():
+    yield
+    _isa("auto")
+
+
+# Sizes around every vector width (2 to 16 lanes), block (4 cache lines) and
+# prefetch distance, and the float16 path's 512-element blocks.
+SIZES = [0, 1, 3, 7, 8, 15, 16, 17, 31, 33, 64, 127, 129, 255, 257, 511, 513, 1025, 4099]
+
+
+def _inputs(dtype, state_dtype, momentum, centered, seed):
+    gen = torch.Generator().manual_seed(seed)
+
+    def wide(n, lo, hi):
+        # magnitudes spread over many binades, both signs, exact zeros
+        mag = torch.pow(2.0, torch.empty(n, dtype=torch.float64).uniform_(lo, hi, generator=gen))
+        sign = torch.randint(0, 2, (n,), generator=gen).to(torch.float64) * 2 - 1
+        keep = torch.rand(n, generator=gen) > 0.05
+        return mag * sign * keep
+
+    lo, hi = (-30.0, 10.0) if dtype in (torch.float16, torch.bfloat16) else (-60.0, 30.0)
+    params, grads, sqs, bufs, avgs = [], [], [], [], []
+    for n in SIZES:
+        g = wide(n, lo, hi)
+        if n > 20:  # non-finite gradients pass through unchanged in every copy
+            g[3], g[11], g[19] = float("nan"), float("inf"), -float("inf")
+        params.append(wide(n, lo, hi).to(dtype))
+        grads.append(g.to(dtype))
+        sqs.append(wide(n, lo, hi).abs().to(state_dtype))
+        if momentum:
+            bufs.append(wide(n, lo, hi).to(state_dtype))
+        if centered:
+            avgs.append((wide(n, lo, hi) * 1e-3).to(state_dtype))
+    return [params, grads, sqs, bufs, avgs, []]
+
+
+def _bits(t):
+    ints = {8: torch.int64, 4: torch.int32, 2: torch.int16}
+    return t.view(ints[t.element_size()])
+
+
+DTYPES = [(torch.float64, torch.float64), (torch.float32, torch.float32),
+          (torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32),
+          (torch.float16, torch.float16), (torch.float16, torch.float32)]
+OPTIONS = [
+    dict(),
+    dict(weight_decay=0.1, maximize=True),
+    dict(eps_in_sqrt=True, lr_in_momentum=True),
+    dict(decoupled_weight_decay=True, weight_decay=0.01),
+]
+
+
+@pytest.mark.parametrize("dtype,state_dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
+@pytest.mark.parametrize("momentum,centered", list(itertools.product([False, True], repeat=2)))
+@pytest.mark.parametrize("options", OPTIONS, ids=["plain", "wd_max", "tf", "decoupled"])
+def test_every_isa_copy_gives_the_same_bits(dtype, state_dtype, momentum, centered, options):
+    isas = _runnable()
+    if len(isas) < 2:
+        pytest.skip(f"this CPU runs only the {isas[0]} copy of the loop")
+    hyper = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.0, momentum=0.9 if momentum else 0.0,
+                 maximize=False)
+    hyper.update(options)
+    original = _inputs(dtype, state_dtype, momentum, centered, seed=len(str(options)))
+    results = {}
+    for isa in isas:
+        assert _isa(isa) == isa
+        lists = [[t.clone() for t in lst] for lst in original]
+        for _ in range(3):  # state carried between steps, as in training
+            rmsprop_(*lists, **hyper)
+        results[isa] = lists
+    first, want = isas[-1], results[isas[-1]]
+    for isa in isas[:-1]:
+        for which, (got_list, want_list) in enumerate(zip(results[isa], want)):
+            for i, (got, ref) in enumerate(zip(got_list, want_list)):
+                assert torch.equal(_bits(got), _bits(ref)), (
+                    f"{isa} and {first} differ: list {which}, tensor {i} ({got.numel()} elements)")
+    # the kernel did run: parameters moved
+    assert not torch.equal(want[0][-1], original[0][-1])
+
+
+def test_the_switch_reports_forces_and_refuses():
+    best = _isa("")
+    assert best in ISAS
+    assert _isa("auto") == best
+    assert _isa("baseline") == "baseline"
+    assert _isa("") == "baseline"
+    with pytest.raises(RuntimeError, match="unknown ISA 'avx9'"):
+        _isa("avx9")
+    for isa in ISAS[:ISAS.index(best)]:
+        with pytest.raises(RuntimeError, match=f"cannot run '{isa}'"):
+            _isa(isa)
+    assert _isa("auto") == best
