@@ -88,7 +88,10 @@ def _extensions():
     use_cuda = _want_cuda()
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
-    cxx = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
+    # torch < 2.13 compiles extensions as C++17 unless a -std flag is given;
+    # the sources are C++20 (as torch >= 2.13 itself).
+    cxx = ["-O3", "-std=c++20", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno",
+           "-fopenmp"]
     common = dict(
         include_dirs=[os.path.join(ROOT, "csrc")],
         extra_link_args=["-fopenmp"],
@@ -111,7 +114,8 @@ def _extensions():
         # Test-only: the CUDA kernel source compiled as C++ for the CPU.
         exts.append(CppExtension(
             "fused_rmsprop._C_emulation", emulation,
-            extra_compile_args={"cxx": ["-O2", "-ffp-contract=off", "-Wno-unknown-pragmas"]},
+            extra_compile_args={"cxx": ["-O2", "-std=c++20", "-ffp-contract=off",
+                                        "-Wno-unknown-pragmas"]},
             **common))
     return exts
 

@@ -24,8 +24,9 @@ struct TensorLists {
   // params' device, or undefined.
   at::Tensor grad_scale;
   at::Tensor found_inf;
-  // A one-element float32 learning rate on the params' device, read by the
-  // kernel in place of `lr` (capturable steps with a Tensor lr), or undefined.
+  // A one-element float32 or float64 learning rate on the params' device,
+  // read by the kernel in place of `lr` (a Tensor lr: no host sync, no
+  // recompile under torch.compile, CUDA-graph safe), or undefined.
   at::Tensor lr_tensor;
 
   bool has_momentum() const { return !momentum_buffers.empty(); }

@@ -26,19 +26,21 @@ def amp_tensors(optimizer):
 
 
 def lr_for(lr, device):
-    """A Tensor lr on the call's device is read by the kernel (no host sync,
-    CUDA-graph safe). A CPU Tensor lr was read on the host in op_kwargs (no
-    sync either); one on another GPU is copied over."""
-    if not isinstance(lr, Tensor) or lr.is_cpu:
+    """A Tensor lr goes to the kernel as lr_tensor on the call's device, on
+    every device: the kernel reads it, so nothing syncs with the host, a
+    captured CUDA graph follows its value, and torch.compile traces it as a
+    graph input (no graph break at float(lr), no recompile per new lr).
+    float64 is kept (float64 params then use the lr's full precision)."""
+    if not isinstance(lr, Tensor):
         return {}
-    return {"lr_tensor": lr.to(device, torch.float32, non_blocking=True).reshape(())}
+    dtype = lr.dtype if lr.dtype in (torch.float32, torch.float64) else torch.float32
+    return {"lr_tensor": lr.to(device, dtype, non_blocking=True).reshape(())}
 
 
 def op_kwargs(group):
     lr = group["lr"]
     return dict(
-        # a Tensor lr on a GPU goes to the kernel as lr_tensor (see lr_for)
-        lr=float(lr) if not isinstance(lr, Tensor) or lr.is_cpu else 0.0,
+        lr=0.0 if isinstance(lr, Tensor) else float(lr),  # a Tensor lr: see lr_for
         alpha=float(group["alpha"]),
         eps=float(group["eps"]),
         weight_decay=float(group["weight_decay"]),

@@ -64,6 +64,13 @@ def is_dense(t: Tensor) -> bool:
     return True
 
 
+def dense_layout(p: Tensor) -> Tensor:
+    """p when it is dense; else a new tensor of p's shape laid out densely,
+    as torch lays out p's state (torch.empty_like): the stand-in the kernel
+    updates in place of a strided-view parameter."""
+    return p if is_dense(p) else torch.empty_like(p)
+
+
 def new_state(p, group):
     step_device = p.device if group["capturable"] else "cpu"
     state = {"step": torch.zeros((), dtype=_get_scalar_dtype(), device=step_device)}

@@ -6,19 +6,16 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer
 
+from ._checkpoint import TorchFormatCheckpoints
 from ._op_args import amp_tensors, lr_for, op_kwargs
 from ._ops import rmsprop_, rmsprop_check
-from ._state import (STATE_KEYS, DTensor, Where, as_real, check_state, is_dense,
-                     local_shards, new_state, state_dtype, zeros_state)
+from ._state import (STATE_KEYS, DTensor, Where, as_real, check_state, dense_layout,
+                     is_dense, local_shards, new_state, state_dtype, zeros_state)
 
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)  # never DTensors
 
 
-class FusedRMSprop(Optimizer):
-    # GradScaler sets `grad_scale` and `found_inf` on this optimizer and calls
-    # step() directly; the kernel unscales and skips without host syncs.
-    _step_supports_amp_scaling = True
-
+class FusedRMSprop(TorchFormatCheckpoints, Optimizer):
     """RMSprop whose step is one fused kernel call per device and dtype.
 
     Takes the arguments of ``torch.optim.RMSprop`` with the same defaults and
@@ -41,8 +38,19 @@ class FusedRMSprop(Optimizer):
     ``foreach`` is accepted and ignored (the step is always fused);
     ``differentiable=True`` is rejected. float16 and bfloat16 parameters are
     computed in float32 and stored back; complex parameters are updated as
-    pairs of real numbers, as torch does.
+    pairs of real numbers, as torch does. Parameters that are strided views
+    (e.g. ``x[..., 0]``) are updated through a dense copy; dense ones
+    (contiguous, channels_last, transposed) in place. A Tensor ``lr`` is read
+    by the kernel: no host sync, and no recompile under ``torch.compile``.
+
+    ``state_dict()`` has torch.optim.RMSprop's format (the switches above are
+    left out where they have torch's values), so checkpoints, including
+    ``torch.distributed.checkpoint`` ones, move between the two classes.
     """
+
+    # GradScaler sets `grad_scale` and `found_inf` on this optimizer and calls
+    # step() directly; the kernel unscales and skips without host syncs.
+    _step_supports_amp_scaling = True
 
     def __init__(
         self,
@@ -105,43 +113,9 @@ class FusedRMSprop(Optimizer):
             "state_dtype": state_dtype,
         }
         super().__init__(params, defaults)
-        self._mixed_groups = set()
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self._mixed_groups = set()
-        # Groups loaded from torch.optim.RMSprop (or an older FusedRMSprop)
-        # lack some keys; they take this optimizer's settings.
-        for group in self.param_groups:
-            for key, value in self.defaults.items():
-                if key not in ("lr", "alpha", "eps", "weight_decay"):
-                    group.setdefault(key, value)
-
-    def load_state_dict(self, state_dict):
-        """torch's loader, keeping float32 state of half-precision parameters.
-
-        torch.optim.Optimizer.load_state_dict casts every floating-point state
-        tensor to its parameter's dtype, which would round float32 state
-        (``state_dtype=torch.float32``) to bfloat16 or float16. The float32
-        tensors are set aside first and put back afterwards; state saved in
-        the parameter's dtype (e.g. by torch.optim.RMSprop) is widened.
-        """
-        saved_groups = state_dict["param_groups"]
-        ids = [i for g in saved_groups for i in g["params"]]
-        kept = {i: {k: v for k, v in state_dict["state"].get(i, {}).items()
-                    if k in STATE_KEYS and torch.is_tensor(v) and v.dtype == torch.float32}
-                for i in ids}
-        super().load_state_dict(state_dict)
-        pairs = [(group, p) for group in self.param_groups for p in group["params"]]
-        for saved_id, (group, p) in zip(ids, pairs):
-            wanted = state_dtype(p, group)
-            state = self.state.get(p, {})
-            original = kept[saved_id] if wanted != p.dtype else {}
-            for key in STATE_KEYS:
-                if key in original:
-                    state[key] = original[key].to(p.device, copy=True)
-                elif key in state and state[key].dtype != wanted:
-                    state[key] = state[key].to(wanted)
+        # Indices of the param groups whose parameters need care when
+        # gathered: mixed devices or dtypes, or strided views (NOTE: [grouping]).
+        self._special_groups = set()
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -171,45 +145,50 @@ class FusedRMSprop(Optimizer):
             if self._update_unless_refused(calls[0]):
                 return loss
         elif calls is not None and self._all_pass_checks(calls):
-            for args, kwargs in calls:
-                rmsprop_(*args, **kwargs)
+            for call in calls:
+                _run(call)
             return loss
-        for args, kwargs in self._prepare_slowly():
-            rmsprop_(*args, **kwargs)
+        for call in self._prepare_slowly():
+            _run(call)
         return loss
 
     @staticmethod
     def _update_unless_refused(call):
         """Runs one op call; False when its checks or the dispatcher refused
         it, which happens before any write (run_checked in op_checks.h)."""
-        args, kwargs = call
         try:
-            rmsprop_(*args, **kwargs)
+            rmsprop_(*call.args, **call.kwargs)
         except NotImplementedError:  # no kernel for these tensors, e.g. sparse
             return False
         except RuntimeError as error:
             if not str(error).startswith("fused_rmsprop:"):
                 raise  # not an argument check: e.g. a failed kernel launch
             return False
+        call.write_back()
         return True
 
     def _gather_calls(self, grad_override, regroup=False):
-        """[(args, kwargs)] of one op call per (group, device, dtype), or None
-        when some parameter needs the slow path.
+        """[_Call] of one op call per (group, device, dtype), or None when
+        some parameter needs the slow path.
 
         NOTE: [grouping] Splitting a group's lists by device and dtype costs
         0.1-0.4 ms per step for 200 params, so a group is passed whole unless
-        it is known to be mixed (`_mixed_groups`, filled with regroup=True by
-        the slow path). Passing a mixed group whole is safe: the op refuses
-        it before writing anything (params of one call must share a device
-        and dtype), and the step then takes the slow path, which regroups."""
+        it is known to need care (`_special_groups`, filled with regroup=True
+        by the slow path): mixed devices or dtypes, or parameters that are
+        strided views. Passing such a group whole is safe: the op refuses it
+        before writing anything (params of one call must share a device and
+        dtype, and be dense), and the step then takes the slow path, which
+        regroups. A strided view is updated through a dense stand-in, copied
+        back after the call (2 more passes over that parameter only)."""
         calls = []
         state = self.state
         amp = amp_tensors(self)
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             momentum, centered = group["momentum"] > 0, group["centered"]
+            special = regroup or index in self._special_groups
             lists = ([], [], [], [], [], [])
             params, grads, square_avgs, buffers, grad_avgs, steps = lists
+            views = []
             try:
                 for p in group["params"]:
                     grad = p.grad
@@ -223,6 +202,11 @@ class FusedRMSprop(Optimizer):
                     # type() first: isinstance(p, DTensor) costs 0.1 us per param
                     if type(p) not in _PLAIN_TYPES and isinstance(p, DTensor):
                         p, grad, s = local_shards(p, grad, s)
+                    if special and not is_dense(p):
+                        view, p = p, dense_layout(p).copy_(p)
+                        views.append((view, p))
+                        if grad.stride() != p.stride():
+                            grad = torch.empty_like(p).copy_(grad)
                     if p.is_complex():
                         p, grad = as_real(p), as_real(grad)
                         s = {k: as_real(v) for k, v in s.items()}
@@ -236,11 +220,11 @@ class FusedRMSprop(Optimizer):
                     steps.append(s["step"])
                 if not params:
                     continue
-                if regroup or id(group) in self._mixed_groups:
+                if special:
                     present = [lst for lst in lists if lst]
                     grouped = torch._C._group_tensors_by_device_and_dtype(present, False)
-                    if len(grouped) > 1:
-                        self._mixed_groups.add(id(group))
+                    if len(grouped) > 1 or views:
+                        self._special_groups.add(index)
                     splits = []
                     for sub_lists, _ in grouped.values():
                         sub = iter(sub_lists)
@@ -250,16 +234,17 @@ class FusedRMSprop(Optimizer):
             except (KeyError, TypeError, AttributeError, RuntimeError):
                 return None
             kwargs = op_kwargs(group)
-            for args in splits:
+            for i, args in enumerate(splits):
                 device = args[0][0].device
-                calls.append((args, dict(kwargs, **amp(device), **lr_for(group["lr"], device))))
+                calls.append(_Call(args, dict(kwargs, **amp(device), **lr_for(group["lr"], device)),
+                                   views if i == len(splits) - 1 else ()))
         return calls
 
     @staticmethod
     def _all_pass_checks(calls):
         try:
-            for args, kwargs in calls:
-                rmsprop_check(*args, **kwargs)
+            for call in calls:
+                rmsprop_check(*call.args, **call.kwargs)
         except RuntimeError:
             return False
         return True
@@ -273,8 +258,8 @@ class FusedRMSprop(Optimizer):
             calls = self._gather_calls(grad_override, regroup=True)
             if calls is None:
                 raise RuntimeError("FusedRMSprop: internal error: state is incomplete after setup")
-            for args, kwargs in calls:
-                rmsprop_check(*args, **kwargs)
+            for call in calls:
+                rmsprop_check(*call.args, **call.kwargs)
         except BaseException:
             for state, key, old in reversed(undo):
                 if old is None:
@@ -305,12 +290,10 @@ class FusedRMSprop(Optimizer):
                     f"FusedRMSprop: the grad of {where} has shape {tuple(grad.shape)}, "
                     f"dtype {grad.dtype}, device {grad.device}; expected the parameter's "
                     f"{tuple(p.shape)}, {p.dtype}, {p.device}")
-            if not is_dense(p):
+            if torch._debug_has_internal_overlap(p) == 1:  # e.g. expand()
                 raise RuntimeError(
-                    f"FusedRMSprop: {where} is a strided view (strides {p.stride()}); "
-                    "the fused step needs parameters that are dense in memory "
-                    "(contiguous or permuted, e.g. channels_last). Make the "
-                    "parameter contiguous before building the optimizer.")
+                    f"FusedRMSprop: {where} has elements that overlap in memory (strides "
+                    f"{p.stride()}); torch.optim.RMSprop cannot update it in place either")
             state = self.state.get(p)
             fresh = None
             if not state:
@@ -334,12 +317,33 @@ class FusedRMSprop(Optimizer):
                     undo.append((state, key, None))
                     state[key] = zeros_state(p, group)
             dtype = state_dtype(p, group)
+            layout = dense_layout(p)  # p itself, or the dense stand-in of a view
             for key in STATE_KEYS:
                 # e.g. a contiguous checkpoint loaded for a channels_last
                 # parameter, or half-precision state where float32 is wanted
                 value = state.get(key)
-                if value is not None and (value.stride() != p.stride() or value.dtype != dtype):
+                if value is not None and (value.stride() != layout.stride()
+                                          or value.dtype != dtype):
                     undo.append((state, key, value))
-                    state[key] = torch.empty_like(p, dtype=dtype).copy_(value)
-            if grad.stride() != p.stride():
+                    state[key] = torch.empty_like(layout, dtype=dtype).copy_(value)
+            if grad.stride() != layout.stride() and is_dense(p):
                 grad_override[p] = torch.empty_like(p).copy_(grad)
+
+
+class _Call:
+    """One op call: its arguments, and the strided-view parameters whose
+    dense stand-ins it updates (copied back once it has run)."""
+
+    __slots__ = ("args", "kwargs", "views")
+
+    def __init__(self, args, kwargs, views=()):
+        self.args, self.kwargs, self.views = args, kwargs, views
+
+    def write_back(self):
+        for view, dense in self.views:
+            view.copy_(dense)
+
+
+def _run(call):
+    rmsprop_(*call.args, **call.kwargs)
+    call.write_back()

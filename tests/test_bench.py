@@ -37,7 +37,8 @@ def test_bytes_per_element_counts_every_tensor_the_op_touches():
         p.grad = torch.ones(4)
         opt = FusedRMSprop([p], **options)
         opt.step()
-        (args, _), = opt._gather_calls({})
+        call, = opt._gather_calls({})
+        args = call.args
         params, grads, square_avgs, buffers, grad_avgs, _ = args
         state_lists = sum(1 for lst in (square_avgs, buffers, grad_avgs) if lst)
         assert cases.bytes_per_element(torch.float32, config) == 4 * (3 + 2 * state_lists)

@@ -240,7 +240,7 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
   };
   RMSpropOptions o = opts;
   if (lists.lr_tensor.defined()) {
-    o.lr = lists.lr_tensor.item<float>();  // a CPU tensor: no synchronisation
+    o.lr = lists.lr_tensor.item<double>();  // a CPU tensor: no synchronisation
   }
   RMSpropConstants<M> c(o);
   if (lists.grad_scale.defined()) {

@@ -49,7 +49,8 @@ FUSED_RMSPROP_DEVICE void store_vector(T* base, int64_t i, const M (&r)[kILP]) {
 // Scalars that live in device memory and are read by every block, so the
 // host never waits for them: GradScaler's scale and found_inf, and a Tensor lr.
 struct DeviceScalars {
-  const float* lr;
+  const float* lr;      // a float32 Tensor lr, or
+  const double* lr64;   // a float64 one (float64 params keep its precision)
   const float* grad_scale;
   const float* found_inf;
 };
@@ -78,6 +79,8 @@ struct RMSpropChunk {
     RMSpropOptions o = opts;
     if (device.lr != nullptr) {
       o.lr = *device.lr;
+    } else if (device.lr64 != nullptr) {
+      o.lr = *device.lr64;
     }
     RMSpropConstants<M> c(o);
     if (device.grad_scale != nullptr) {
@@ -166,8 +169,11 @@ void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, cons
   auto pointer = [](const at::Tensor& t) -> const float* {
     return t.defined() ? t.const_data_ptr<float>() : nullptr;
   };
-  const DeviceScalars device{
-      pointer(lists.lr_tensor), pointer(lists.grad_scale), pointer(lists.found_inf)};
+  const at::Tensor& lr = lists.lr_tensor;
+  const bool lr64 = lr.defined() && lr.scalar_type() == at::kDouble;
+  const DeviceScalars device{lr64 ? nullptr : pointer(lr),
+      lr64 ? lr.const_data_ptr<double>() : nullptr,
+      pointer(lists.grad_scale), pointer(lists.found_inf)};
   multi_tensor_apply<kDepth, kChunk>(tl, [&](const TensorListMetadata<kDepth>& meta, int blocks) {
     launch(&rmsprop_multi_tensor_kernel<Chunk, TensorListMetadata<kDepth>>, blocks, meta, opts,
            device);

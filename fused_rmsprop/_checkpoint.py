@@ -1,0 +1,80 @@
+"""FusedRMSprop's state_dict: the format of torch.optim.RMSprop, both ways."""
+
+from __future__ import annotations
+
+import torch
+from torch.optim.optimizer import _get_scalar_dtype
+
+from ._state import STATE_KEYS, state_dtype
+
+# FusedRMSprop's own param-group options with the values that reproduce
+# torch.optim.RMSprop. NOTE: [torch's format] A state_dict leaves out every
+# one of them that has this value, so a state_dict at these defaults has
+# exactly torch's keys: torch.distributed.checkpoint (dcp.load,
+# set_optimizer_state_dict), which matches keys one to one, then moves state
+# between the two classes in either direction. A group loaded without one of
+# them (from torch, or saved at the default) takes the loading optimizer's
+# own setting.
+EXTRA_DEFAULTS = {
+    "eps_in_sqrt": False,
+    "initial_square_avg": 0.0,
+    "lr_in_momentum": False,
+    "decoupled_weight_decay": False,
+    "state_dtype": None,
+}
+
+
+class TorchFormatCheckpoints:
+    """state_dict, load_state_dict and __setstate__ for FusedRMSprop."""
+
+    def state_dict(self):
+        state_dict = super().state_dict()
+        for group in state_dict["param_groups"]:  # fresh dicts, safe to edit
+            for key, default in EXTRA_DEFAULTS.items():
+                if key in group and group[key] == default:
+                    del group[key]
+        return state_dict
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._special_groups = set()
+        for group in self.param_groups:
+            # Groups loaded from torch.optim.RMSprop (or saved at the
+            # defaults) lack some keys; they take this optimizer's settings.
+            for key, value in self.defaults.items():
+                if key not in ("lr", "alpha", "eps", "weight_decay"):
+                    group.setdefault(key, value)
+            # torch before 1.12 (and some converters) saved `step` as a
+            # number; torch.optim.RMSprop converts it, and so do we.
+            for p in group["params"]:
+                p_state = self.state.get(p)
+                if p_state and "step" in p_state and not torch.is_tensor(p_state["step"]):
+                    device = p.device if group["capturable"] else "cpu"
+                    p_state["step"] = torch.tensor(float(p_state["step"]),
+                                                   dtype=_get_scalar_dtype(), device=device)
+
+    def load_state_dict(self, state_dict):
+        """torch's loader, keeping float32 state of half-precision parameters.
+
+        torch.optim.Optimizer.load_state_dict casts every floating-point state
+        tensor to its parameter's dtype, which would round float32 state
+        (``state_dtype=torch.float32``) to bfloat16 or float16. The float32
+        tensors are set aside first and put back afterwards; state saved in
+        the parameter's dtype (e.g. by torch.optim.RMSprop) is widened.
+        """
+        saved_groups = state_dict["param_groups"]
+        ids = [i for g in saved_groups for i in g["params"]]
+        kept = {i: {k: v for k, v in state_dict["state"].get(i, {}).items()
+                    if k in STATE_KEYS and torch.is_tensor(v) and v.dtype == torch.float32}
+                for i in ids}
+        super().load_state_dict(state_dict)
+        pairs = [(group, p) for group in self.param_groups for p in group["params"]]
+        for saved_id, (group, p) in zip(ids, pairs):
+            wanted = state_dtype(p, group)
+            state = self.state.get(p, {})
+            original = kept[saved_id] if wanted != p.dtype else {}
+            for key in STATE_KEYS:
+                if key in original:
+                    state[key] = original[key].to(p.device, copy=True)
+                elif key in state and state[key].dtype != wanted:
+                    state[key] = state[key].to(wanted)
