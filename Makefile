@@ -1,16 +1,38 @@
-# make test   build (CPU + CUDA kernels when nvcc is found) and run every check CI runs
+# make test   build (CPU + CUDA kernels when nvcc is found) and run every check CI
+#             runs, with the pinned torch and then with the oldest supported one
 # make bench  build and run the throughput microbenchmarks
 # make test-slow  the long checks (1000 property-based examples)
 # make build  just build the extension in place
 # Each target creates .venv in the checkout and installs what it needs.
+#
+# Offline, against a torch that is already installed (a GPU box, no pip):
+#   make test NO_VENV=1 PYTHON=python3     (and the same for bench, build)
+# uses $(PYTHON) as it is, installs nothing, and tests only that torch.
 
 PYTHON ?= python3
-VENV := .venv
-PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.14.1
+# The oldest torch we support (pyproject.toml says the same); `make test`
+# tests it too, with a CPU-only build in a copy of the sources.
+OLDEST_TORCH ?= 2.11.0
+NO_VENV ?=
 export MAX_JOBS ?= 2
 
-.PHONY: test test-slow bench build examples clean
+VENV := .venv
+OLD_VENV := .venv-oldest
+OLD_SRC := build/oldest-torch
+PYTEST_ARGS := -q -m "not slow" tests
+
+ifeq ($(NO_VENV),1)
+PY := $(PYTHON)
+INSTALLED :=
+TORCHRUN := $(PYTHON) -m torch.distributed.run
+else
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+TORCHRUN := $(VENV)/bin/torchrun
+endif
+
+.PHONY: test test-pinned test-oldest test-slow bench build examples clean
 
 $(VENV)/.installed: requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,11 +41,32 @@ $(VENV)/.installed: requirements-dev.txt
 	$(PY) -c "import site, os; open(os.path.join(site.getsitepackages()[0], 'fused_rmsprop_checkout.pth'), 'w').write(os.getcwd() + '\n')"
 	touch $@
 
-build: $(VENV)/.installed
+$(OLD_VENV)/.installed: requirements-dev.txt
+	test -x $(OLD_VENV)/bin/python || $(PYTHON) -m venv $(OLD_VENV)
+	$(OLD_VENV)/bin/python -m pip install --quiet torch==$(OLDEST_TORCH) -r requirements-dev.txt
+	touch $@
+
+build: $(INSTALLED)
 	$(PY) setup.py --quiet build_ext --inplace
 
-test: build
-	$(PY) -m pytest -q -m "not slow" tests
+ifeq ($(NO_VENV),1)
+test: test-pinned
+	@echo "NO_VENV=1: tested the installed torch only (no pip, so not torch $(OLDEST_TORCH))"
+else
+test: test-pinned test-oldest
+endif
+
+test-pinned: build
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The oldest torch: a copy of the sources (its compiled extension must not
+# replace the pinned torch's in fused_rmsprop/), built for the CPU only.
+test-oldest: $(OLD_VENV)/.installed
+	rm -rf $(OLD_SRC) && mkdir -p $(OLD_SRC)
+	tar -cf - --exclude=./.git --exclude='./.venv*' --exclude=./build --exclude='*.so' \
+		--exclude=__pycache__ . | tar -xf - -C $(OLD_SRC)
+	cd $(OLD_SRC) && FUSED_RMSPROP_CUDA=0 $(CURDIR)/$(OLD_VENV)/bin/python setup.py --quiet build_ext --inplace
+	cd $(OLD_SRC) && FUSED_RMSPROP_CUDA=0 $(CURDIR)/$(OLD_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # 1000 property-based examples and other long checks (not part of CI)
 test-slow: build
@@ -34,12 +77,12 @@ bench: build
 
 # the examples' optional dependencies (the `examples` extra), then every example
 examples: build
-	$(PY) -m pip install --quiet matplotlib scikit-learn tqdm
-	$(PY) examples/seed_2d.py
-	$(PY) examples/airfoil.py
-	$(PY) examples/digits.py
-	$(VENV)/bin/torchrun --nproc_per_node 2 examples/train_ddp.py
-	$(VENV)/bin/torchrun --nproc_per_node 2 examples/train_fsdp2.py
+	$(if $(NO_VENV),,$(PY) -m pip install --quiet matplotlib scikit-learn tqdm)
+	PYTHONPATH=$(CURDIR) $(PY) examples/seed_2d.py
+	PYTHONPATH=$(CURDIR) $(PY) examples/airfoil.py
+	PYTHONPATH=$(CURDIR) $(PY) examples/digits.py
+	PYTHONPATH=$(CURDIR) $(TORCHRUN) --nproc_per_node 2 examples/train_ddp.py
+	PYTHONPATH=$(CURDIR) $(TORCHRUN) --nproc_per_node 2 examples/train_fsdp2.py
 
 clean:
 	rm -rf build fused_rmsprop/*.so

@@ -142,3 +142,86 @@ def test_optimizer_step_compiles_with_fullgraph_and_matches_eager():
         assert torch.equal(a, b)
     for p1, p2 in zip(m1.parameters(), m2.parameters()):
         assert o1.state[p1]["step"].item() == o2.state[p2]["step"].item() == 3
+
+
+def _tensor_lr_model(dtype=torch.float32):
+    from fused_rmsprop import FusedRMSprop
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(),
+                                torch.nn.Linear(16, 2)).to(dtype)
+    return model, FusedRMSprop(model.parameters(), lr=torch.tensor(0.01, dtype=dtype),
+                               momentum=0.9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_a_tensor_lr_is_traced_as_an_input(dtype):
+    # A Tensor lr goes to the kernel as a tensor on every device: the compiled
+    # step has no graph break (fullgraph) and is not recompiled when the lr
+    # changes in place, as schedulers change a Tensor lr.
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("aot_eager")
+    x = torch.randn(32, 8, dtype=dtype)
+    (m1, o1), (m2, o2) = _tensor_lr_model(dtype), _tensor_lr_model(dtype)
+    compiled_step = torch.compile(o2.step, fullgraph=True, backend=counter)
+    frames = []
+    for i in range(6):
+        for m, o, step in ((m1, o1, o1.step), (m2, o2, compiled_step if i > 0 else o2.step)):
+            m.zero_grad()
+            m(x).pow(2).mean().backward()
+            step()
+            o.param_groups[0]["lr"].fill_(0.01 * 0.7 ** (i + 1))
+        frames.append(counter.frame_count)
+    # compiled at the first compiled step (dynamo may trace it twice then, as
+    # it does for float64), never again for the 4 new lr values that follow
+    assert 1 <= frames[1] == frames[-1] <= 2, frames
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_scheduler_in_a_compiled_train_step_does_not_recompile():
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("aot_eager")
+    x = torch.randn(32, 8)
+    runs = []
+    for compiled in (False, True):
+        model, opt = _tensor_lr_model()
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.7)
+
+        def train_step():
+            model(x).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+
+        step = torch.compile(train_step, backend=counter) if compiled else train_step
+        frames = []
+        for _ in range(8):
+            step()
+            sched.step()
+            frames.append(counter.frame_count)
+        runs.append(model)
+    # graphs are made in the first steps (the first creates the state), then
+    # 6 new lr values compile nothing more
+    assert frames[2] == frames[-1] <= 3, frames
+    for a, b in zip(*(m.parameters() for m in runs)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kernel", ["cpu", "cuda_emulated"])
+def test_a_float64_lr_tensor_keeps_float64_params_exact(kernel):
+    # 0.1 is not a float32 number: a float64 lr_tensor must give the bits of
+    # the Python float 0.1, not of float32(0.1).
+    emulation = pytest.importorskip("fused_rmsprop._C_emulation")  # noqa: F841
+    op = rmsprop_ if kernel == "cpu" else torch.ops.fused_rmsprop_emulation.rmsprop_
+    a = _lists([(33,)], dtype=torch.float64)
+    b = [[t.clone() for t in lst] for lst in a]
+    c = [[t.clone() for t in lst] for lst in a]
+    op(*a, **dict(HYPER, lr=0.0), lr_tensor=torch.tensor(0.1, dtype=torch.float64))
+    op(*b, **dict(HYPER, lr=0.1))
+    op(*c, **dict(HYPER, lr=0.0), lr_tensor=torch.tensor(0.1, dtype=torch.float32))
+    assert torch.equal(a[0][0], b[0][0])
+    assert not torch.equal(c[0][0], b[0][0])  # float32(0.1) differs: the test can tell
