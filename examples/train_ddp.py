@@ -13,6 +13,7 @@ import os
 import torch
 import torch.distributed as dist
 
+from _distributed import finish
 from fused_rmsprop import FusedRMSprop
 
 
@@ -42,7 +43,7 @@ def main():
     if rank == 0:
         print(f"ranks: {world}, steps: {args.steps}, last loss: {loss.item():.4f}, "
               f"parameter checksum: {checksum:.6f}")
-    dist.destroy_process_group()
+    finish()  # destroy_process_group(), then exit without a gloo teardown crash
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 from torch.distributed.fsdp import fully_shard
 
+from _distributed import finish
 from fused_rmsprop import FusedRMSprop
 
 
@@ -63,7 +64,7 @@ def main():
     if rank == 0:
         print(f"ranks: {dist.get_world_size()}, steps: {args.steps}, last loss: {loss.item():.4f}, "
               "sharded optimizer state saved and reloaded")
-    dist.destroy_process_group()
+    finish()  # destroy_process_group(), then exit without a gloo teardown crash
 
 
 if __name__ == "__main__":
