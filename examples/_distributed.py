@@ -1,8 +1,9 @@
 """Ending a torch.distributed run without a crash at interpreter exit.
 
 NOTE: [gloo teardown] A 2-rank gloo run could die after its work was done with
-"terminate called without an active exception" (SIGABRT; 14 of 40 loaded runs
-of train_ddp.py with torch 2.14.1, and the same with torch.optim.RMSprop). A
+"terminate called without an active exception" (SIGABRT; 14 of 40 runs of
+train_ddp.py with torch 2.14.1 while two other processes kept both cores busy;
+an earlier measurement saw it with torch.optim.RMSprop as well). A
 std::terminate handler preloaded into the ranks showed where: a gloo worker
 thread (ProcessGroupGloo::runLoop) destroying a finished allreduce work. The
 work keeps a copy of the thread-local state of the thread that launched it;

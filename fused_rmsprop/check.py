@@ -41,7 +41,8 @@ def check_device(device, dtype):
 
 
 def main():
-    print(f"fused_rmsprop check, torch {torch.__version__}")
+    isa = torch.ops.fused_rmsprop._cpu_isa()  # the copy of the CPU loop this CPU runs
+    print(f"fused_rmsprop check, torch {torch.__version__}, CPU loop {isa}")
     print(f"{'device':<10} {'dtype':<10} {'checks':>6}  result")
     failed = False
     for device in devices():

@@ -11,7 +11,7 @@ from fused_rmsprop.testing import assert_no_less_accurate
 emulation = pytest.importorskip("fused_rmsprop._C_emulation")
 
 
-def _train(opt_class, device="cpu", bad_steps=(2, 5), dtype=torch.float32, **kw):
+def _train(opt_class, device="cpu", bad_steps=(2, 5), dtype=torch.float32, clip=None, **kw):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(),
                                 torch.nn.Linear(16, 2)).to(device, dtype)
@@ -25,6 +25,9 @@ def _train(opt_class, device="cpu", bad_steps=(2, 5), dtype=torch.float32, **kw)
         if i in bad_steps:
             loss = loss * float("inf")  # inf gradients: the scaler must skip this step
         scaler.scale(loss).backward()
+        if clip is not None:  # the README's clipping recipe (e.g. for Lightning)
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         scaler.step(opt)
         scaler.update()
         scales.append(scaler.get_scale())
@@ -48,6 +51,20 @@ def test_grad_scaler_matches_torch_including_skipped_steps(kw):
         assert set(sa) == set(sb)
         for key in sb:
             torch.testing.assert_close(sa[key], sb[key], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kw", KWS)
+def test_unscale_then_clip_then_step_matches_torch(kw):
+    # GradScaler.unscale_ before step(): the scaler then passes no grad_scale,
+    # so the kernel must not unscale a second time; inf steps are still skipped.
+    m1, o1, s1 = _train(FusedRMSprop, dtype=torch.float64, clip=0.05, **kw)
+    m2, o2, s2 = _train(torch.optim.RMSprop, dtype=torch.float64, clip=0.05, **kw)
+    m3, _, _ = _train(torch.optim.RMSprop, dtype=torch.float64, **kw)
+    assert s1 == s2
+    for a, b, c in zip(m1.parameters(), m2.parameters(), m3.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        assert not torch.allclose(a, c)  # clipping did change the training
+        assert o1.state[a]["step"].item() == o2.state[b]["step"].item() == 6
 
 
 @pytest.mark.parametrize("kw", KWS)

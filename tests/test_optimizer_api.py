@@ -277,3 +277,12 @@ def test_momentum_switched_on_later_creates_the_buffer():
     opt.param_groups[0]["momentum"] = 0.9
     opt.step()
     assert opt.state[p]["momentum_buffer"].shape == p.shape
+
+
+def test_help_shows_the_class_docstring():
+    import pydoc
+
+    assert FusedRMSprop.__doc__.startswith("RMSprop whose step is one fused kernel call")
+    text = pydoc.render_doc(FusedRMSprop, renderer=pydoc.plaintext)
+    for word in ("eps_in_sqrt", "lr_in_momentum", "state_dtype", "strided views", "state_dict"):
+        assert word in text, word
