@@ -67,7 +67,7 @@ def _sharded_model():
     return fully_shard(model)
 
 
-def _train(rank, world, engine):
+def _train(rank, world, engine, opt_class=FusedRMSprop):
     model = _model()
     if engine == "ddp":
         wrapped = torch.nn.parallel.DistributedDataParallel(model)
@@ -79,7 +79,7 @@ def _train(rank, world, engine):
         opt = ZeroRedundancyOptimizer(wrapped.parameters(), optimizer_class=FusedRMSprop, **KW)
     else:
         model = wrapped = _sharded_model()
-        opt = FusedRMSprop(wrapped.parameters(), **KW)
+        opt = opt_class(wrapped.parameters(), **KW)
     for x, y in _batches():
         opt.zero_grad()
         out = wrapped(_local_batch(x, rank, world))
@@ -138,13 +138,7 @@ def _check_checkpoints_between_classes(out_dir):
     full = StateDictOptions(full_state_dict=True)
     for i, (saver, loader) in enumerate([(torch.optim.RMSprop, FusedRMSprop),
                                          (FusedRMSprop, torch.optim.RMSprop)]):
-        model = _sharded_model()
-        opt = saver(model.parameters(), **KW)
-        for x, y in _batches():
-            opt.zero_grad()
-            out = model(_local_batch(x, rank, world))
-            torch.nn.functional.mse_loss(out, _local_batch(y, rank, world)).backward()
-            opt.step()
+        model, opt = _train(rank, world, "fsdp2", saver)
         where = os.path.join(out_dir, f"checkpoint{i}")
         dcp.save({"optim": get_optimizer_state_dict(model, opt)}, checkpoint_id=where)
         saved_full = get_optimizer_state_dict(model, opt, options=full)
