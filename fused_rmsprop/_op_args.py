@@ -33,6 +33,11 @@ def lr_for(lr, device):
     float64 is kept (float64 params then use the lr's full precision)."""
     if not isinstance(lr, Tensor):
         return {}
+    if lr.device != device and lr.is_cpu and torch.cuda.is_current_stream_capturing():
+        # A captured graph would replay the copy of the lr's first value.
+        raise ValueError("FusedRMSprop: a CPU Tensor lr cannot follow its value in a "
+                         f"captured CUDA graph; put the lr on {device} (e.g. "
+                         f"torch.tensor(lr, device='{device}')) before capturing")
     dtype = lr.dtype if lr.dtype in (torch.float32, torch.float64) else torch.float32
     return {"lr_tensor": lr.to(device, dtype, non_blocking=True).reshape(())}
 

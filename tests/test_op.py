@@ -225,3 +225,13 @@ def test_a_float64_lr_tensor_keeps_float64_params_exact(kernel):
     op(*c, **dict(HYPER, lr=0.0), lr_tensor=torch.tensor(0.1, dtype=torch.float32))
     assert torch.equal(a[0][0], b[0][0])
     assert not torch.equal(c[0][0], b[0][0])  # float32(0.1) differs: the test can tell
+
+
+def test_a_cpu_tensor_lr_is_refused_inside_cuda_graph_capture(monkeypatch):
+    # (no GPU needed: the refusal comes before any copy to the device)
+    from fused_rmsprop._op_args import lr_for
+
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    with pytest.raises(ValueError, match="CPU Tensor lr cannot follow its value in a captured"):
+        lr_for(torch.tensor(0.1), torch.device("cuda", 0))
+    assert lr_for(torch.tensor(0.1), torch.device("cpu"))["lr_tensor"].item() == pytest.approx(0.1)
