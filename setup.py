@@ -124,7 +124,15 @@ if __name__ == "__main__":
     ext_modules = _extensions()  # first: it sets CUDA_HOME for cpp_extension
     from torch.utils.cpp_extension import BuildExtension
 
+    import setuptools
+
+    # pyproject.toml declares the license dynamic: an SPDX expression where
+    # setuptools knows them (>= 77), the old free-text field before.
+    new_setuptools = int(setuptools.__version__.split(".")[0]) >= 77
+    license_kw = ({"license_expression": "BSD-3-Clause"} if new_setuptools
+                  else {"license": "BSD-3-Clause"})
     setup(
+        **license_kw,
         packages=find_packages(include=["fused_rmsprop", "fused_rmsprop.*"]),
         ext_modules=ext_modules,
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
