@@ -83,3 +83,16 @@ def test_the_headline_case_gets_the_compile_baseline():
     args = run.parse_args([])
     names = {name for name, _, dtype, _ in run.case_list(args) if run.wants_compile(args, name, dtype)}
     assert names == {"6.4e+07"}
+
+
+def test_the_isa_comparison_runs_every_copy_and_leaves_the_choice_automatic(capsys):
+    import isa
+
+    rows = isa.main(["--size", "5000", "--repeats", "2", "--dtypes", "float32", "float16"])
+    assert len(rows) == 2 * len(cases.CONFIGS)
+    copies = isa.runnable()
+    for _, _, ms, ratios in rows:
+        assert len(ms) == len(copies) and all(m > 0 for m in ms)
+        assert len(ratios) == len(copies) - 1 and all(r > 0 for r in ratios)
+    assert torch.ops.fused_rmsprop._cpu_isa() == copies[0]
+    assert "| float16 | plain |" in capsys.readouterr().out
