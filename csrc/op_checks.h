@@ -7,6 +7,7 @@
 #include <c10/util/ArrayRef.h>
 
 #include <optional>
+#include <vector>
 
 #include "rmsprop_rule.h"
 
@@ -41,28 +42,49 @@ struct TensorLists {
 // the CPU or the params' device. Raises c10::Error naming the first offender.
 void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& opts);
 
-// Adds 1 to every step counter, unless found_inf says the step is skipped:
-// CPU counters directly (no kernel launch), counters on the device with one
-// foreach kernel (no host synchronisation). Only CPU counters with a
-// found_inf on a GPU need the host to read found_inf.
-void advance_steps(at::TensorList state_steps, const at::Tensor& found_inf);
-
 // True when found_inf is a CPU tensor that says the step is skipped.
 bool skipped_on_host(const at::Tensor& found_inf);
 
+// Which step counters the host writes itself. On the CPU op and the CUDA op:
+// the ones in host memory (one add each, no kernel). The emulation of the
+// CUDA op treats its CPU tensors as device memory, so that tests on a machine
+// without a GPU run the device path (kDeviceForAll).
+enum class CounterPolicy { kHostWritesCpuCounters, kDeviceForAll };
+
+// NOTE: [step counters] A call's step counters are advanced after the update,
+// by 1 unless found_inf says the step is skipped. Everything that can fail or
+// must read found_inf on the host is done by the constructor, which runs
+// before the update writes anything, so a call cannot leave params and state
+// updated with counters that were not (or the reverse). Counters on a device
+// are advanced by one foreach kernel by a device-side increment (no host
+// synchronisation); only CPU counters with a found_inf on a GPU make the
+// host wait, which the optimizer avoids by keeping counters with the params.
+class StepCounters {
+ public:
+  StepCounters(at::TensorList state_steps, const at::Tensor& found_inf, CounterPolicy policy);
+  void advance() const;
+
+ private:
+  std::vector<at::Tensor> on_host_;    // written by the host (none when skipped)
+  std::vector<at::Tensor> on_device_;  // one foreach_add_ by increment_ (or 1)
+  at::Tensor increment_;               // 0-dim 1 - found_inf, or undefined
+};
+
 using RMSpropImpl = void (*)(const TensorLists&, const RMSpropOptions&);
 
-// Checks everything, then (unless impl is null: the check-only op) updates
-// and advances the step counters.
-inline void run_checked(const TensorLists& lists, const RMSpropOptions& opts, RMSpropImpl impl) {
+// Checks everything and prepares the step counters, then (unless impl is
+// null: the check-only op) updates and advances the counters.
+inline void run_checked(const TensorLists& lists, const RMSpropOptions& opts, RMSpropImpl impl,
+                        CounterPolicy policy = CounterPolicy::kHostWritesCpuCounters) {
   check_rmsprop_args(lists, opts);
   if (impl == nullptr) {
     return;
   }
+  const StepCounters steps(lists.state_steps, lists.found_inf, policy);
   if (!lists.params.empty()) {
     impl(lists, opts);
   }
-  advance_steps(lists.state_steps, lists.found_inf);
+  steps.advance();
 }
 
 // The op's C++ signature, written once: every device registers

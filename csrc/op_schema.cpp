@@ -8,9 +8,8 @@
 // NOTE: [schema] One mutating op per device/dtype group of tensors, in the
 // style of aten::_fused_adagrad_. Features that are off pass empty lists:
 // momentum_buffers is empty when momentum == 0, grad_avgs when not centered.
-// The gradients are read only. The step counters are not part of the op: the
-// RMSprop update does not use them, so the optimizer advances them itself.
-// The step counters (state_steps) are advanced by the op too: the update
+// The gradients are read only. The step counters (state_steps) are advanced
+// by the op too (NOTE: [step counters] in op_checks.h): the update
 // itself does not read them, but one call that adds 1 to every CPU counter
 // costs nothing, where a foreach op over hundreds of CPU scalars costs more
 // than the update of small models. Pass an empty list to leave them alone.

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch.optim.optimizer import _get_scalar_dtype
 
-from ._state import STATE_KEYS, state_dtype
+from ._state import STATE_KEYS, new_step, state_dtype
 
 # FusedRMSprop's own param-group options with the values that reproduce
 # torch.optim.RMSprop. NOTE: [torch's format] A state_dict leaves out every
@@ -49,9 +48,7 @@ class TorchFormatCheckpoints:
             for p in group["params"]:
                 p_state = self.state.get(p)
                 if p_state and "step" in p_state and not torch.is_tensor(p_state["step"]):
-                    device = p.device if group["capturable"] else "cpu"
-                    p_state["step"] = torch.tensor(float(p_state["step"]),
-                                                   dtype=_get_scalar_dtype(), device=device)
+                    p_state["step"] = new_step(p, p_state["step"])
 
     def load_state_dict(self, state_dict):
         """torch's loader, keeping float32 state of half-precision parameters.
@@ -60,7 +57,9 @@ class TorchFormatCheckpoints:
         tensor to its parameter's dtype, which would round float32 state
         (``state_dtype=torch.float32``) to bfloat16 or float16. The float32
         tensors are set aside first and put back afterwards; state saved in
-        the parameter's dtype (e.g. by torch.optim.RMSprop) is widened.
+        the parameter's dtype (e.g. by torch.optim.RMSprop) is widened. A
+        `step` saved on the CPU (torch.optim.RMSprop's default) moves to the
+        parameter's device (NOTE: [step on the device]).
         """
         saved_groups = state_dict["param_groups"]
         ids = [i for g in saved_groups for i in g["params"]]
@@ -73,6 +72,9 @@ class TorchFormatCheckpoints:
             wanted = state_dtype(p, group)
             state = self.state.get(p, {})
             original = kept[saved_id] if wanted != p.dtype else {}
+            step = state.get("step")
+            if torch.is_tensor(step) and step.device != p.device:
+                state["step"] = step.to(p.device)
             for key in STATE_KEYS:
                 if key in original:
                     state[key] = original[key].to(p.device, copy=True)

@@ -71,9 +71,19 @@ def dense_layout(p: Tensor) -> Tensor:
     return p if is_dense(p) else torch.empty_like(p)
 
 
+def new_step(p, value=0.0):
+    """A step counter on p's device, as torch's fused optimizers keep it.
+
+    NOTE: [step on the device] torch.optim.RMSprop keeps `step` on the CPU
+    unless capturable; then a GradScaler step on CUDA would have to read
+    found_inf on the host to know whether to count the step, a sync every
+    step. On the parameter's device, the op adds 1 - found_inf with a kernel
+    (csrc/op_checks.h, NOTE: [step counters]) and nothing waits."""
+    return torch.full((), float(value), dtype=_get_scalar_dtype(), device=p.device)
+
+
 def new_state(p, group):
-    step_device = p.device if group["capturable"] else "cpu"
-    state = {"step": torch.zeros((), dtype=_get_scalar_dtype(), device=step_device)}
+    state = {"step": new_step(p)}
     square_avg = zeros_state(p, group)
     if group["initial_square_avg"] != 0:
         as_real(square_avg).fill_(group["initial_square_avg"])

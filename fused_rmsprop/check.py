@@ -1,6 +1,10 @@
 """Self-test: `python -m fused_rmsprop.check` runs the reference checks on
 every available device (the CPU, and each CUDA GPU) and exits non-zero on any
-mismatch. Run it after installing, on the machine that will train."""
+mismatch. Run it after installing, on the machine that will train.
+
+A check that raises anything (a mismatch, or e.g. a CUDA fault or a missing
+kernel) is reported in the table with its exception type, and the other
+checks still run: one run shows everything that fails."""
 
 import itertools
 import sys
@@ -35,9 +39,16 @@ def check_device(device, dtype):
         for name, check in checks:
             try:
                 check()
-            except AssertionError as error:
-                failures.append(f"{name} {hyper}: {str(error).splitlines()[0]}")
+            except Exception as error:  # noqa: BLE001 - reported, see the docstring
+                failures.append(f"{name} {hyper}: {describe(error)}")
     return failures
+
+
+def describe(error):
+    """One line: the exception's type (unless a plain mismatch) and first line."""
+    lines = str(error).strip().splitlines()
+    first = lines[0] if lines else "(no message)"
+    return first if type(error) is AssertionError else f"{type(error).__name__}: {first}"
 
 
 def main():

@@ -42,6 +42,9 @@ class FusedRMSprop(TorchFormatCheckpoints, Optimizer):
     (e.g. ``x[..., 0]``) are updated through a dense copy; dense ones
     (contiguous, channels_last, transposed) in place. A Tensor ``lr`` is read
     by the kernel: no host sync, and no recompile under ``torch.compile``.
+    ``step`` lives on the parameter's device, as in torch's fused optimizers,
+    whatever ``capturable`` says, so a GradScaler step never waits for the
+    GPU; a CPU ``step`` from a torch checkpoint moves there when loaded.
 
     ``state_dict()`` has torch.optim.RMSprop's format (the switches above are
     left out where they have torch's values), so checkpoints, including

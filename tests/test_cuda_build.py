@@ -66,3 +66,47 @@ def test_no_kernel_spills_to_local_memory():
     assert lines, usage[:2000]
     spills = [line for line in lines if not re.search(r"LOCAL:0\b", line)]
     assert not spills, spills
+
+
+def _ptx_kernels():
+    """{mangled name: PTX body} of the RMSprop kernels (the PTX embedded for
+    compute_90, what newer GPUs JIT-compile and what ptxas turned into SASS)."""
+    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        pytest.skip("a custom TORCH_CUDA_ARCH_LIST was used (no PTX may be embedded)")
+    ptx = _cuobjdump("--dump-ptx")
+    kernels = {}
+    for match in re.finditer(r"\.entry\s+(\S+?)\s*\(", ptx):
+        name = match.group(1)
+        end = ptx.find(".entry", match.end())
+        if "rmsprop_multi_tensor_kernel" in name:
+            kernels[name] = ptx[match.end(): end if end != -1 else len(ptx)]
+    assert kernels, "no RMSprop kernel in the PTX"
+    return kernels
+
+
+@needs_kernel
+def test_no_multiply_add_is_contracted_into_an_fma():
+    # --fmad=false (setup.py): every product and sum is rounded on its own, as
+    # in the CPU kernel (-ffp-contract=off) and the emulation, so the three
+    # give the same bits. Built with nvcc's default --fmad=true, these kernels
+    # hold hundreds of fma.rn.f32/f64. sqrt and div stay IEEE (.rn): no
+    # approximate sqrt.approx/div.approx/div.full from fast-math flags.
+    kernels = _ptx_kernels()
+    assert len(kernels) >= 16  # dtype pairs x momentum x centered
+    for name, body in kernels.items():
+        assert not re.search(r"\b(fma|mad)\.rn\.f(32|64)\b", body), f"fma in {name}"
+        assert not re.search(r"\b(sqrt|div|rcp)\.approx\b|\bdiv\.full\b", body), \
+            f"approximate math in {name}"
+        assert re.search(r"\bmul\.rn\.f(32|64)\b", body) and re.search(r"\bsqrt\.rn\.f(32|64)\b", body)
+
+
+@needs_kernel
+def test_kernels_take_32kb_launch_arguments():
+    # NOTE: [kernel argument limit]: built with CUDA >= 13, a launch carries
+    # up to 2240 blocks, so the kernels' parameter space is over 4 KB.
+    if int(torch.version.cuda.split(".")[0]) < 13:
+        pytest.skip("CUDA < 13 builds use the 4 KB layout")
+    for name, body in _ptx_kernels().items():
+        params = re.search(r"^(.*?)\)", body, re.S).group(1)
+        sizes = [int(n) for n in re.findall(r"\.param\s+\.align\s+\d+\s+\.b8\s+\S+\[(\d+)\]", params)]
+        assert sizes and 4096 < sum(sizes) <= 32764, (name, sizes)

@@ -18,8 +18,13 @@ from fused_rmsprop.testing import assert_close_scaled, reference_rmsprop_update
 emulation = pytest.importorskip("fused_rmsprop._C_emulation")
 emu = torch.ops.fused_rmsprop_emulation
 
-SMALL_CHUNK, CHUNK, MAX_BLOCKS = 512, 65536, 320
-MAX_TENSORS = {3: 48, 4: 36, 5: 30}
+SMALL_CHUNK, CHUNK = 512, 65536
+# NOTE: [kernel argument limit] in csrc/cuda/multi_tensor_apply.h: the
+# blocks and tensors (by depth) one launch holds, by kernel argument bytes.
+SMALL_ARGS, LARGE_ARGS = 4096, 32764
+MAX_BLOCKS = {SMALL_ARGS: 320, LARGE_ARGS: 2240}
+MAX_TENSORS = {SMALL_ARGS: {3: 48, 4: 36, 5: 30}, LARGE_ARGS: {3: 336, 4: 252, 5: 210}}
+LAYOUTS = pytest.mark.parametrize("arg_bytes", [SMALL_ARGS, LARGE_ARGS], ids=["4KB", "32KB"])
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 
 
@@ -57,9 +62,9 @@ def hyper(momentum=True, **kw):
     return h
 
 
-def assert_emulation_equals_cpu_kernel(lists, h, chunk_size=SMALL_CHUNK):
+def assert_emulation_equals_cpu_kernel(lists, h, chunk_size=SMALL_CHUNK, arg_bytes=LARGE_ARGS):
     emulated, cpu = clone(lists), clone(lists)
-    emu.rmsprop_(*emulated, **h, chunk_size=chunk_size)
+    emu.rmsprop_(*emulated, **h, chunk_size=chunk_size, kernel_arg_bytes=arg_bytes)
     fused_rmsprop.rmsprop_(*cpu, **h)
     for name, a, b in zip(("param", "grad", "square_avg", "momentum_buffer", "grad_avg", "step"),
                           emulated, cpu):
@@ -88,32 +93,83 @@ def test_every_option_combination(maximize, eps_in_sqrt, lr_in_momentum, decoupl
         assert_emulation_equals_cpu_kernel(lists, h)
 
 
+@LAYOUTS
 @pytest.mark.parametrize("depth", [3, 4, 5])
-def test_more_tensors_than_one_launch_holds(depth):
+def test_more_tensors_than_one_launch_holds(depth, arg_bytes):
     momentum, centered = depth >= 4, depth == 5
-    n = 2 * MAX_TENSORS[depth] + 5
+    n = 2 * MAX_TENSORS[arg_bytes][depth] + 5
     shapes = [(i % 9 + 1,) for i in range(n)]
     lists = make_lists(shapes, torch.float32, momentum, centered)
-    assert_emulation_equals_cpu_kernel(lists, hyper(momentum))
+    assert_emulation_equals_cpu_kernel(lists, hyper(momentum), arg_bytes=arg_bytes)
     assert emu.last_launches() == 3
 
 
-def test_tensor_straddles_a_launch_boundary():
-    # 320 blocks fill a launch: the big tensor continues in the next launch,
+@LAYOUTS
+def test_tensor_straddles_a_launch_boundary(arg_bytes):
+    # A full launch of blocks: the big tensor continues in the next launch,
     # carried over in slot 0, and the small ones after it follow.
-    big = MAX_BLOCKS * SMALL_CHUNK + 3 * SMALL_CHUNK // 2
+    big = MAX_BLOCKS[arg_bytes] * SMALL_CHUNK + 3 * SMALL_CHUNK // 2
     lists = make_lists([(100,), (big,), (7,)], torch.float32, True, True)
-    assert_emulation_equals_cpu_kernel(lists, hyper())
+    assert_emulation_equals_cpu_kernel(lists, hyper(), arg_bytes=arg_bytes)
     assert emu.last_launches() == 2
 
 
 def test_tensor_spanning_three_launches_with_the_real_chunk_size():
-    lists = make_lists([(2 * MAX_BLOCKS * SMALL_CHUNK + 1,)], torch.bfloat16, False, False)
-    assert_emulation_equals_cpu_kernel(lists, hyper(False))
+    lists = make_lists([(2 * MAX_BLOCKS[SMALL_ARGS] * SMALL_CHUNK + 1,)], torch.bfloat16, False, False)
+    assert_emulation_equals_cpu_kernel(lists, hyper(False), arg_bytes=SMALL_ARGS)
     assert emu.last_launches() == 3
     real = make_lists([(CHUNK + 5,), (3,), (2 * CHUNK,)], torch.float32, True, False, offset=1)
     assert_emulation_equals_cpu_kernel(real, hyper(), chunk_size=CHUNK)
     assert emu.last_launches() == 1
+
+
+def test_launch_layout_is_checked():
+    with pytest.raises(RuntimeError, match="kernel_arg_bytes must be 4096 or 32764, got 8192"):
+        emu.rmsprop_(*make_lists([(3,)]), **hyper(), kernel_arg_bytes=8192)
+
+
+def _plan(shapes, depth, arg_bytes=LARGE_ARGS):
+    tensors = [torch.empty(s, device="meta") for s in shapes]  # sizes only, no memory
+    return emu.launch_plan(tensors, depth, arg_bytes)
+
+
+def test_launch_plan_covers_every_chunk_once():
+    # The plan comes from the very multi_tensor_apply the kernel runs: it
+    # must hold one block per chunk, and full launches but the last.
+    shapes = [(5,), (3 * CHUNK + 1,), (0,), (CHUNK,)] * 100
+    chunks = sum(-(-int(torch.Size(s).numel()) // CHUNK) for s in shapes)
+    for arg_bytes in (SMALL_ARGS, LARGE_ARGS):
+        for depth in (3, 4, 5):
+            plan = _plan(shapes, depth, arg_bytes)
+            assert sum(plan) == chunks
+            assert all(b <= MAX_BLOCKS[arg_bytes] for b in plan)
+            # a launch closes when its blocks or its tensor slots are full
+            tensors_per_launch = MAX_TENSORS[arg_bytes][depth]
+            assert len(plan) >= max(-(-chunks // MAX_BLOCKS[arg_bytes]),
+                                    -(-300 // tensors_per_launch))
+    with pytest.raises(RuntimeError, match="depth must be 3, 4 or 5"):
+        _plan([(3,)], 6)
+
+
+def test_launches_per_step_of_real_models():
+    # What the 32 KB layout buys (NOTE: [kernel argument limit]): GPT-2 small
+    # (148 tensors, 124M elements) in 1 launch instead of 7 (plain) or 8
+    # (momentum + centered); 1e9 elements in one tensor in 7 launches
+    # instead of 48. The plan counts launches from sizes, without memory.
+    import sys, os
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench"))
+    import cases
+
+    gpt2 = cases.gpt2_small_shapes()
+    assert [len(_plan(gpt2, d, SMALL_ARGS)) for d in (3, 5)] == [7, 7]
+    assert [len(_plan(gpt2, d, LARGE_ARGS)) for d in (3, 5)] == [1, 1]
+    billion = [(10**9,)]
+    assert len(_plan(billion, 3, SMALL_ARGS)) == 48
+    assert len(_plan(billion, 3, LARGE_ARGS)) == 7
+    # an H100 holds 132 x 4 = 528 resident 512-thread blocks: a full 4 KB
+    # launch is 61 % of one wave, a full 32 KB launch 4.2 waves
+    assert max(_plan(billion, 3, SMALL_ARGS)) == 320
+    assert max(_plan(billion, 3, LARGE_ARGS)) == 2240
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
@@ -193,3 +249,36 @@ def test_every_bfloat16_bit_pattern_matches_c10_conversions(momentum, centered):
             assert torch.equal(nan, y.isnan()), f"{name}: NaN in one kernel only"
             assert 0 < nan.sum() < x.numel()
             assert torch.equal(x[~nan].view(torch.int16), y[~nan].view(torch.int16)), name
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (1, 1)], ids=["0-dim", "[1]", "[1,1]"])
+@pytest.mark.parametrize("found", [0.0, 1.0])
+def test_device_step_counters_follow_any_one_element_found_inf(shape, found):
+    # The emulation advances its counters as the CUDA op advances counters on
+    # the GPU (NOTE: [step counters]): one foreach add of 1 - found_inf, with
+    # no host read. A found_inf of shape [1] passes the checks, so it must
+    # work there too; it used to raise after the update had been written.
+    lists = make_lists([(3,), (SMALL_CHUNK + 1,)], torch.float32, True, True)
+    lists[5] = [torch.full((), 4.0), torch.full((), 4.0, dtype=torch.float64)]
+    before = clone(lists)
+    found_inf = torch.full(shape, found)
+    emu.rmsprop_(*lists, **hyper(), found_inf=found_inf, grad_scale=torch.full(shape, 2.0))
+    assert [s.item() for s in lists[5]] == ([5.0, 5.0] if found == 0 else [4.0, 4.0])
+    changed = not torch.equal(lists[0][1], before[0][1])
+    assert changed == (found == 0)
+    if found == 0:
+        expected = clone(before)
+        expected[1] = [g / 2 for g in expected[1]]  # what grad_scale=2 unscales to
+        fused_rmsprop.rmsprop_(*expected, **hyper())
+        for a, b in zip(lists[0] + lists[2], expected[0] + expected[2]):
+            assert torch.equal(a, b)
+
+
+def test_a_call_that_raises_writes_neither_state_nor_counters():
+    lists = make_lists([(3,), (5,)])
+    lists[5] = [torch.zeros(()), torch.zeros(())]
+    before = clone(lists)
+    for bad in (dict(found_inf=torch.zeros(2)), dict(grad_scale=torch.ones(1, dtype=torch.float64))):
+        with pytest.raises(RuntimeError, match="must be a one-element float32 tensor"):
+            emu.rmsprop_(*lists, **hyper(), **bad)
+        assert all(torch.equal(x, y) for a, b in zip(lists, before) for x, y in zip(a, b))

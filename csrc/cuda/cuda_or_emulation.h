@@ -19,6 +19,9 @@
 #define FUSED_RMSPROP_GLOBAL
 #define FUSED_RMSPROP_DEVICE inline
 #define FUSED_RMSPROP_LAUNCH_BOUNDS(threads)
+// A kernel argument: passed by value to a CUDA kernel, by reference to an
+// emulated one (else every emulated thread would copy up to 32 KB).
+#define FUSED_RMSPROP_KERNEL_ARG(T) const T&
 
 namespace fused_rmsprop {
 
@@ -54,5 +57,6 @@ void emulated_launch(int64_t blocks, int64_t threads, Kernel kernel, const Args&
 #define FUSED_RMSPROP_GLOBAL __global__
 #define FUSED_RMSPROP_DEVICE __device__ __forceinline__
 #define FUSED_RMSPROP_LAUNCH_BOUNDS(threads) __launch_bounds__(threads)
+#define FUSED_RMSPROP_KERNEL_ARG(T) T
 
 #endif

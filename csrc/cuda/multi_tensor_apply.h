@@ -10,6 +10,8 @@
 #include <array>
 #include <cstdint>
 
+#include "cuda_or_emulation.h"
+
 namespace fused_rmsprop {
 
 // Elements per thread, and threads per block, as torch's fused optimizers.
@@ -18,26 +20,71 @@ constexpr int64_t kBlockSize = 512;
 // Elements per chunk (one thread block processes one chunk).
 constexpr int64_t kChunkSize = 65536;
 
-// NOTE: [kernel argument limit] Kernel arguments are limited to 4 KB on every
-// CUDA version we build for, so one launch carries at most this many tensors
-// and blocks, by depth (3: param, grad, square_avg; 4 and 5: + momentum_buffer,
-// + grad_avg). The numbers are torch's for the 4 KB limit; the static_assert
-// below checks that they fit.
-constexpr int kMaxTensors[6] = {0, 0, 0, 48, 36, 30};
-constexpr int kMaxBlocks = 320;
+// NOTE: [kernel argument limit] A launch carries its tensors' addresses and
+// its blocks' (tensor, chunk) pairs in its kernel arguments. Kernel arguments
+// were limited to 4 KB until CUDA 12.1, which raised the limit to 32764 bytes
+// on Volta and newer GPUs with an R530 or newer driver. Two layouts follow,
+// by the argument bytes they fit in; each gives, by depth (3: param, grad,
+// square_avg; 4 and 5: + momentum_buffer, + grad_avg), the tensors and
+// blocks one launch holds. The numbers are torch's MultiTensorApply.cuh ones
+// for the same limits.
+//
+// 4 KB: 320 blocks, about 60 % of one wave on an H100 (132 SMs x 4 resident
+// 512-thread blocks); a 1e9-element step needs 48 launches.
+// 32 KB: 2240 blocks (4.2 waves on an H100); a 1e9-element step needs 7 and a
+// GPT-2-small step (148 tensors, 124M elements) one.
+constexpr int kSmallArgBytes = 4096;
+constexpr int kLargeArgBytes = 32764;
 
-template <int kDepth>
-struct TensorListMetadata {
-  static constexpr int kTensors = kMaxTensors[kDepth];
-  const void* addresses[kDepth][kTensors];
-  int64_t numel[kTensors];
-  unsigned char block_to_tensor[kMaxBlocks];
-  int32_t block_to_chunk[kMaxBlocks];
+template <int kArgBytes>
+struct LaunchLimits;
+
+template <>
+struct LaunchLimits<kSmallArgBytes> {
+  static constexpr int kTensors[6] = {0, 0, 0, 48, 36, 30};
+  static constexpr int kBlocks = 320;
+  using BlockToTensor = unsigned char;
 };
 
-static_assert(sizeof(TensorListMetadata<3>) <= 4096 - 256, "launch arguments");
-static_assert(sizeof(TensorListMetadata<4>) <= 4096 - 256, "launch arguments");
-static_assert(sizeof(TensorListMetadata<5>) <= 4096 - 256, "launch arguments");
+template <>
+struct LaunchLimits<kLargeArgBytes> {
+  static constexpr int kTensors[6] = {0, 0, 0, 336, 252, 210};
+  static constexpr int kBlocks = 2240;
+  using BlockToTensor = uint16_t;
+};
+
+// The layout a CUDA build launches with. A CUDA >= 13 toolkit needs an R580
+// or newer driver and a Turing or newer GPU, so 32 KB arguments are always
+// available; a CUDA 12 build may meet a driver older than R530 at run time,
+// so it keeps the 4 KB layout (torch decides the same way). The emulation
+// build offers both (its tests choose).
+#if defined(CUDART_VERSION) && CUDART_VERSION >= 13000
+constexpr int kDefaultArgBytes = kLargeArgBytes;
+#elif defined(FUSED_RMSPROP_EMULATION)
+constexpr int kDefaultArgBytes = kLargeArgBytes;  // as the CUDA 13 build
+#else
+constexpr int kDefaultArgBytes = kSmallArgBytes;
+#endif
+
+template <int kDepth, int kArgBytes>
+struct TensorListMetadata {
+  using Limits = LaunchLimits<kArgBytes>;
+  static constexpr int kTensors = Limits::kTensors[kDepth];
+  static constexpr int kBlocks = Limits::kBlocks;
+  const void* addresses[kDepth][kTensors];
+  int64_t numel[kTensors];
+  typename Limits::BlockToTensor block_to_tensor[kBlocks];
+  int32_t block_to_chunk[kBlocks];
+};
+
+// What else a launch passes (RMSpropOptions, DeviceScalars) stays under 256 bytes.
+constexpr int kOtherArgBytes = 256;
+static_assert(sizeof(TensorListMetadata<3, kSmallArgBytes>) <= kSmallArgBytes - kOtherArgBytes);
+static_assert(sizeof(TensorListMetadata<4, kSmallArgBytes>) <= kSmallArgBytes - kOtherArgBytes);
+static_assert(sizeof(TensorListMetadata<5, kSmallArgBytes>) <= kSmallArgBytes - kOtherArgBytes);
+static_assert(sizeof(TensorListMetadata<3, kLargeArgBytes>) <= kLargeArgBytes - kOtherArgBytes);
+static_assert(sizeof(TensorListMetadata<4, kLargeArgBytes>) <= kLargeArgBytes - kOtherArgBytes);
+static_assert(sizeof(TensorListMetadata<5, kLargeArgBytes>) <= kLargeArgBytes - kOtherArgBytes);
 
 // Calls launch(meta, num_blocks) for each launch needed to cover every chunk
 // of every non-empty tensor of `lists` (lists[d][t] is tensor t of list d).
@@ -46,10 +93,11 @@ static_assert(sizeof(TensorListMetadata<5>) <= 4096 - 256, "launch arguments");
 // are full. If that happens in the middle of a tensor, the tensor's entry is
 // moved to slot 0 of the next launch, whose blocks continue with the tensor's
 // next chunk: a tensor may straddle any number of launches.
-template <int kDepth, int64_t kChunk, typename Launch>
+template <int kDepth, int64_t kChunk, int kArgBytes, typename Launch>
 void multi_tensor_apply(
     const std::array<at::TensorList, kDepth>& lists, const Launch& launch) {
-  using Meta = TensorListMetadata<kDepth>;
+  using Meta = TensorListMetadata<kDepth, kArgBytes>;
+  using BlockToTensor = typename Meta::Limits::BlockToTensor;
   Meta meta;
   int tensors = 0;
   int blocks = 0;
@@ -66,11 +114,11 @@ void multi_tensor_apply(
     ++tensors;
     const int64_t chunks = (numel + kChunk - 1) / kChunk;
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      meta.block_to_tensor[blocks] = static_cast<unsigned char>(tensors - 1);
+      meta.block_to_tensor[blocks] = static_cast<BlockToTensor>(tensors - 1);
       meta.block_to_chunk[blocks] = static_cast<int32_t>(chunk);
       ++blocks;
       const bool last_chunk = chunk == chunks - 1;
-      if (blocks == kMaxBlocks || (tensors == Meta::kTensors && last_chunk)) {
+      if (blocks == Meta::kBlocks || (tensors == Meta::kTensors && last_chunk)) {
         launch(meta, blocks);
         blocks = 0;
         if (last_chunk) {

@@ -15,7 +15,7 @@ void rmsprop_cuda(const TensorLists& lists, const RMSpropOptions& opts) {
   const c10::cuda::CUDAGuard device_guard(lists.params[0].device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_rmsprop(lists, [&](auto tag) {
-    run_multi_tensor<decltype(tag), kChunkSize>(
+    run_multi_tensor<decltype(tag), kChunkSize, kDefaultArgBytes>(
         lists, opts, [&](auto kernel, int blocks, const auto&... args) {
           kernel<<<blocks, kBlockSize, 0, stream>>>(args...);
           C10_CUDA_KERNEL_LAUNCH_CHECK();

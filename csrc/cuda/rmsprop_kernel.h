@@ -55,6 +55,9 @@ struct DeviceScalars {
   const float* found_inf;
 };
 
+static_assert(sizeof(RMSpropOptions) + sizeof(DeviceScalars) <= kOtherArgBytes,
+              "NOTE: [kernel argument limit]");
+
 template <typename Tag, int64_t kChunk>
 struct RMSpropChunk {
   using T = typename Tag::T;
@@ -66,8 +69,9 @@ struct RMSpropChunk {
   static constexpr int kBuf = 3;            // address slot of momentum_buffer
   static constexpr int kAvg = 3 + kMom;     // address slot of grad_avg
 
+  template <typename Meta>
   FUSED_RMSPROP_DEVICE void operator()(
-      const TensorListMetadata<kDepth>& meta, const RMSpropOptions& opts,
+      const Meta& meta, const RMSpropOptions& opts,
       const DeviceScalars& device) const {
     // NOTE: [device scalars] Each block reads found_inf, lr and the grad
     // scale from device memory and folds the options into its constants
@@ -141,22 +145,23 @@ struct RMSpropChunk {
     }
   }
 
-  FUSED_RMSPROP_DEVICE static S* state(
-      const TensorListMetadata<kDepth>& meta, int slot, int tensor, int64_t start) {
+  template <typename Meta>
+  FUSED_RMSPROP_DEVICE static S* state(const Meta& meta, int slot, int tensor, int64_t start) {
     return static_cast<S*>(const_cast<void*>(meta.addresses[slot][tensor])) + start;
   }
 };
 
 template <typename Chunk, typename Meta>
 FUSED_RMSPROP_GLOBAL FUSED_RMSPROP_LAUNCH_BOUNDS(kBlockSize) void rmsprop_multi_tensor_kernel(
-    Meta meta, RMSpropOptions opts, DeviceScalars device) {
+    FUSED_RMSPROP_KERNEL_ARG(Meta) meta, RMSpropOptions opts, DeviceScalars device) {
   Chunk{}(meta, opts, device);
 }
 
 // Runs one checked call: `launch(kernel, num_blocks, args...)` is
 // the device's way of starting `kernel` (CUDA: <<<...>>> on the current
-// stream; emulation: every block and thread in turn).
-template <typename Tag, int64_t kChunk, typename Launch>
+// stream; emulation: every block and thread in turn). kArgBytes picks the
+// launch layout (NOTE: [kernel argument limit]).
+template <typename Tag, int64_t kChunk, int kArgBytes, typename Launch>
 void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, const Launch& launch) {
   using Chunk = RMSpropChunk<Tag, kChunk>;
   constexpr int kDepth = Chunk::kDepth;
@@ -174,9 +179,9 @@ void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, cons
   const DeviceScalars device{lr64 ? nullptr : pointer(lr),
       lr64 ? lr.const_data_ptr<double>() : nullptr,
       pointer(lists.grad_scale), pointer(lists.found_inf)};
-  multi_tensor_apply<kDepth, kChunk>(tl, [&](const TensorListMetadata<kDepth>& meta, int blocks) {
-    launch(&rmsprop_multi_tensor_kernel<Chunk, TensorListMetadata<kDepth>>, blocks, meta, opts,
-           device);
+  using Meta = TensorListMetadata<kDepth, kArgBytes>;
+  multi_tensor_apply<kDepth, kChunk, kArgBytes>(tl, [&](const Meta& meta, int blocks) {
+    launch(&rmsprop_multi_tensor_kernel<Chunk, Meta>, blocks, meta, opts, device);
   });
 }
 

@@ -2,12 +2,16 @@
 // cuda/multi_tensor_apply.h, the very files nvcc compiles) built as C++ for
 // the CPU, with every block and thread of each launch run in turn. Registered
 // as fused_rmsprop_emulation::rmsprop_ on CPU tensors, with the same schema as
-// the real op plus the chunk size, so tests can cross chunk and launch
-// boundaries with small tensors.
+// the real op plus the chunk size and the launch layout (4 KB or 32 KB of
+// kernel arguments), so tests can cross chunk and launch boundaries with
+// small tensors.
 #define FUSED_RMSPROP_EMULATION 1
 
 #include <Python.h>
 #include <torch/library.h>
+
+#include <array>
+#include <vector>
 
 #include "../cuda/rmsprop_kernel.h"
 #include "../dispatch.h"
@@ -18,15 +22,15 @@ namespace fused_rmsprop {
 namespace {
 
 // The chunk sizes the emulation offers: the real one, and a small one that
-// lets a test reach the 320-block launch limit with 320 * 512 elements.
+// lets a test fill a launch (2240 or 320 blocks) with few elements.
 constexpr int64_t kSmallChunk = 512;
 
 int64_t g_launches = 0;  // launches made by the last call, for the tests
 
-template <int64_t kChunk>
+template <int64_t kChunk, int kArgBytes>
 void rmsprop_emulated(const TensorLists& lists, const RMSpropOptions& opts) {
   dispatch_rmsprop(lists, [&](auto tag) {
-    run_multi_tensor<decltype(tag), kChunk>(
+    run_multi_tensor<decltype(tag), kChunk, kArgBytes>(
         lists, opts, [](auto kernel, int blocks, const auto&... args) {
           ++g_launches;
           emulated_launch(blocks, kBlockSize, kernel, args...);
@@ -38,6 +42,25 @@ int64_t last_launches() {
   return g_launches;
 }
 
+void check_launch_args(int64_t chunk_size, int64_t kernel_arg_bytes) {
+  TORCH_CHECK(chunk_size == kChunkSize || chunk_size == kSmallChunk,
+      "fused_rmsprop_emulation: chunk_size must be ", kChunkSize, " or ",
+      kSmallChunk, ", got ", chunk_size);
+  TORCH_CHECK(kernel_arg_bytes == kSmallArgBytes || kernel_arg_bytes == kLargeArgBytes,
+      "fused_rmsprop_emulation: kernel_arg_bytes must be ", kSmallArgBytes, " or ",
+      kLargeArgBytes, ", got ", kernel_arg_bytes);
+}
+
+RMSpropImpl emulated_impl(int64_t chunk_size, int64_t kernel_arg_bytes) {
+  check_launch_args(chunk_size, kernel_arg_bytes);
+  if (chunk_size == kChunkSize) {
+    return kernel_arg_bytes == kLargeArgBytes ? &rmsprop_emulated<kChunkSize, kLargeArgBytes>
+                                              : &rmsprop_emulated<kChunkSize, kSmallArgBytes>;
+  }
+  return kernel_arg_bytes == kLargeArgBytes ? &rmsprop_emulated<kSmallChunk, kLargeArgBytes>
+                                            : &rmsprop_emulated<kSmallChunk, kSmallArgBytes>;
+}
+
 void rmsprop_emulated_op(
     at::TensorList params, at::TensorList grads, at::TensorList square_avgs,
     at::TensorList momentum_buffers, at::TensorList grad_avgs,
@@ -46,19 +69,42 @@ void rmsprop_emulated_op(
     bool maximize, bool eps_in_sqrt, bool lr_in_momentum,
     bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
     const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& lr_tensor,
-    int64_t chunk_size) {
-  TORCH_CHECK(chunk_size == kChunkSize || chunk_size == kSmallChunk,
-      "fused_rmsprop_emulation: chunk_size must be ", kChunkSize, " or ",
-      kSmallChunk, ", got ", chunk_size);
-  auto impl = chunk_size == kChunkSize ? &rmsprop_emulated<kChunkSize>
-                                       : &rmsprop_emulated<kSmallChunk>;
+    int64_t chunk_size, int64_t kernel_arg_bytes) {
+  const RMSpropImpl impl = emulated_impl(chunk_size, kernel_arg_bytes);
   const TensorLists lists{params, grads, square_avgs, momentum_buffers, grad_avgs,
       state_steps, grad_scale.value_or(at::Tensor()), found_inf.value_or(at::Tensor()),
       lr_tensor.value_or(at::Tensor())};
   const RMSpropOptions opts{lr, alpha, eps, weight_decay, momentum, maximize,
       eps_in_sqrt, lr_in_momentum, decoupled_weight_decay};
   g_launches = 0;
-  run_checked(lists, opts, impl);
+  // As the CUDA op with its counters on the GPU (NOTE: [step counters]).
+  run_checked(lists, opts, impl, CounterPolicy::kDeviceForAll);
+}
+
+// The blocks of each launch the CUDA op makes for tensors of these sizes,
+// from the same multi_tensor_apply, without running anything: `tensors` may
+// be meta tensors (only their numel is read), so a plan for a 1e9-element
+// model costs nothing.
+template <int kDepth, int kArgBytes>
+std::vector<int64_t> plan(at::TensorList tensors) {
+  std::array<at::TensorList, kDepth> lists;
+  lists.fill(tensors);
+  std::vector<int64_t> blocks_per_launch;
+  multi_tensor_apply<kDepth, kChunkSize, kArgBytes>(
+      lists, [&](const auto&, int blocks) { blocks_per_launch.push_back(blocks); });
+  return blocks_per_launch;
+}
+
+std::vector<int64_t> launch_plan(at::TensorList tensors, int64_t depth, int64_t kernel_arg_bytes) {
+  check_launch_args(kChunkSize, kernel_arg_bytes);
+  TORCH_CHECK(depth >= 3 && depth <= 5,
+      "fused_rmsprop_emulation: depth must be 3, 4 or 5 (tensors per parameter), got ", depth);
+  const bool large = kernel_arg_bytes == kLargeArgBytes;
+  switch (depth) {
+    case 3: return large ? plan<3, kLargeArgBytes>(tensors) : plan<3, kSmallArgBytes>(tensors);
+    case 4: return large ? plan<4, kLargeArgBytes>(tensors) : plan<4, kSmallArgBytes>(tensors);
+    default: return large ? plan<5, kLargeArgBytes>(tensors) : plan<5, kSmallArgBytes>(tensors);
+  }
 }
 
 }  // namespace
@@ -71,9 +117,12 @@ TORCH_LIBRARY(fused_rmsprop_emulation, m) {
       "float alpha, float eps, float weight_decay, float momentum, "
       "bool maximize, bool eps_in_sqrt=False, bool lr_in_momentum=False, "
       "bool decoupled_weight_decay=False, Tensor? grad_scale=None, "
-      "Tensor? found_inf=None, Tensor? lr_tensor=None, int chunk_size=65536) -> ()");
+      "Tensor? found_inf=None, Tensor? lr_tensor=None, int chunk_size=65536, "
+      "int kernel_arg_bytes=32764) -> ()");
   m.impl("rmsprop_", c10::DispatchKey::CPU, &rmsprop_emulated_op);
   m.def("last_launches() -> int", &last_launches);
+  m.def("launch_plan(Tensor[] tensors, int depth, int kernel_arg_bytes=32764) -> int[]",
+        &launch_plan);
 }
 
 }  // namespace fused_rmsprop
