@@ -2,6 +2,8 @@
 #             runs, with the pinned torch and then with the oldest supported one
 # make bench  build and run the throughput microbenchmarks
 # make test-slow  the long checks (1000 property-based examples)
+# make sanitize   compute-sanitizer memcheck, racecheck and initcheck over a
+#                 short CUDA step script (needs a GPU and compute-sanitizer)
 # make build  just build the extension in place
 # Each target creates .venv in the checkout and installs what it needs.
 #
@@ -32,7 +34,7 @@ INSTALLED := $(VENV)/.installed
 TORCHRUN := $(VENV)/bin/torchrun
 endif
 
-.PHONY: test test-pinned test-oldest test-slow bench build examples clean
+.PHONY: test test-pinned test-oldest test-slow bench build examples sanitize clean
 
 $(VENV)/.installed: requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -74,6 +76,20 @@ test-slow: build
 
 bench: build
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# Each tool over tools/sanitizer_step.py; the caching allocator is off so that
+# every tensor is its own allocation and memcheck sees accesses past it.
+# initcheck and racecheck look at our kernels only (torch's own are not ours
+# to fix; racecheck checks shared memory, which our kernel does not use, so
+# it must report 0 hazards).
+SANITIZER ?= $(shell command -v compute-sanitizer || echo $${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer)
+sanitize: build
+	PYTORCH_NO_CUDA_MEMORY_CACHING=1 $(SANITIZER) --tool memcheck --error-exitcode 9 \
+		$(PY) tools/sanitizer_step.py
+	PYTORCH_NO_CUDA_MEMORY_CACHING=1 $(SANITIZER) --tool initcheck --error-exitcode 9 \
+		--kernel-name kns=rmsprop_multi_tensor_kernel $(PY) tools/sanitizer_step.py
+	PYTORCH_NO_CUDA_MEMORY_CACHING=1 $(SANITIZER) --tool racecheck --error-exitcode 9 \
+		--kernel-name kns=rmsprop_multi_tensor_kernel $(PY) tools/sanitizer_step.py
 
 # the examples' optional dependencies (the `examples` extra), then every example
 examples: build

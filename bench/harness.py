@@ -1,4 +1,10 @@
-"""Timing: median step times, the bandwidth probe, and the baselines."""
+"""Timing: median step times, the bandwidth probes, and the baselines.
+
+CPU: wall time around each call. CUDA: CUDA events around each call on the
+current stream (GPU time, including any idle gaps while the host launches a
+step's kernels), with the L2 cache flushed before each timed call (a real
+training step does not find its optimizer state in L2), and a synchronise
+after it."""
 
 from __future__ import annotations
 
@@ -30,12 +36,81 @@ def median_time(fn, repeats, device="cpu", warmup=2):
     return statistics.median(times)
 
 
-def bandwidth_probe(device, numel=64 * 2**20, repeats=9):
-    """GB/s of an in-place x.addcmul_(y, z) (3 reads + 1 write per element):
-    the memory roofline an elementwise optimizer step can hope for."""
+def is_cuda(device):
+    return torch.device(device).type == "cuda"
+
+
+# The probes the roofline is measured with, by device type:
+# (name, bytes moved per element, numel, fn(numel, device) -> callable).
+# CPU: an in-place x.addcmul_(y, z) (3 reads + 1 write per element, as an
+# optimizer step). CUDA: a device-to-device copy of 1 GiB (1 read + 1 write),
+# the usual measure of a GPU's attainable memory bandwidth.
+def _addcmul_probe(numel, device):
     x, y, z = (torch.rand(numel, device=device) for _ in range(3))
-    t = median_time(lambda: x.addcmul_(y, z, value=1e-9), repeats, device)
-    return 16 * numel / t / 1e9
+    return lambda: x.addcmul_(y, z, value=1e-9)
+
+
+def _copy_probe(numel, device):
+    src = torch.rand(numel, device=device)
+    dst = torch.empty_like(src)
+    return lambda: dst.copy_(src)
+
+
+PROBES = {"cpu": ("in-place addcmul_", 16, 64 * 2**20, _addcmul_probe),
+          "cuda": ("device-to-device copy", 8, 2**28, _copy_probe)}
+
+
+def probe_for(device):
+    return PROBES[torch.device(device).type]
+
+
+def bandwidth_probe(device, numel=None, repeats=9):
+    """GB/s of the device's probe (PROBES): the memory roofline an
+    elementwise optimizer step can hope for."""
+    _, nbytes, default_numel, make = probe_for(device)
+    numel = numel or default_numel
+    fn = make(numel, device)
+    if is_cuda(device):
+        t = statistics.median(_cuda_times(fn, repeats, device))
+    else:
+        t = median_time(fn, repeats, device)
+    return nbytes * numel / t / 1e9
+
+
+_L2_FLUSH = {}
+
+
+def _flush_l2(device):
+    """Overwrites 256 MiB (more than any GPU's L2 cache) on the device."""
+    buf = _L2_FLUSH.get(str(device))
+    if buf is None:
+        buf = _L2_FLUSH[str(device)] = torch.empty(2**26, device=device)
+    buf.zero_()
+
+
+def _cuda_time(fn, device):
+    """Seconds of GPU time of one fn() on the current stream, L2 flushed first."""
+    _flush_l2(device)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
+def _cuda_times(fn, repeats, device, warmup=2):
+    for _ in range(warmup):
+        fn()
+    return [_cuda_time(fn, device) for _ in range(repeats)]
+
+
+def free_bytes(device):
+    """Free memory for a case on `device` (None: not a concern on the CPU)."""
+    if not is_cuda(device):
+        return None
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return free
 
 
 def make_params(shapes, dtype, device, seed=0):
@@ -75,8 +150,7 @@ def time_case(params, options, kinds, repeats, device, probe_numel):
     (a 1e3-element step then takes 0.6 ms instead of 0.15 ms here)."""
     steps = {}
     if probe_numel:
-        x, y, z = (torch.rand(probe_numel, device=device) for _ in range(3))
-        steps["probe"] = lambda: x.addcmul_(y, z, value=1e-9)
+        steps["probe"] = probe_for(device)[3](probe_numel, device)
     compile_s = None
     for kind in kinds:
         steps[kind], built_s = _build(kind, params, options, device)
@@ -88,6 +162,9 @@ def time_case(params, options, kinds, repeats, device, probe_numel):
     times = {name: [] for name in steps}
     for _ in range(repeats):
         for name, fn in steps.items():
+            if is_cuda(device):
+                times[name].append(_cuda_time(fn, device))
+                continue
             start = time.perf_counter()
             fn()
             _sync(device)
@@ -96,6 +173,8 @@ def time_case(params, options, kinds, repeats, device, probe_numel):
     gc.collect()
     if "compile" in kinds:
         torch._dynamo.reset()
+    if is_cuda(device):
+        torch.cuda.empty_cache()
     return times, compile_s
 
 

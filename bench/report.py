@@ -21,7 +21,7 @@ def _speedup(row, kind):
     return f"{ratio:.2f}x" if ratio else "-"
 
 
-def print_table(rows, probe):
+def print_table(rows, probe, probe_name="in-place addcmul_"):
     header = (f"{'case':>10} {'tensors':>7} {'numel':>9} {'dtype':>8} {'config':>10} "
               f"{'fused ms':>9} {'Gelem/s':>8} {'GB/s':>6} {'roof%':>5} "
               f"{'vs loop':>7} {'vs foreach':>10} {'vs compile':>10}")
@@ -36,9 +36,13 @@ def print_table(rows, probe):
     for r in compiled:
         print(f"torch.compile of the {r['case']} {r['dtype']} {r['config']} step: "
               f"{r['compile_time_s']:.1f} s to compile, {1e3 * r['compile_s']:.2f} ms per step")
-    print(f"roof%: GB/s against an in-place addcmul_ timed interleaved with each case of 4M+ "
-          f"elements (smaller cases: 64M fp32 at the start, {probe:.1f} GB/s); GB/s counts the "
-          "minimum bytes per element (read p, g and state, write p and state)")
+    if probe_name == "in-place addcmul_":
+        where = (f"timed interleaved with each case of 4M+ elements (smaller cases: 64M fp32 at "
+                 f"the start, {probe:.1f} GB/s)")
+    else:
+        where = f"timed interleaved with each case ({probe:.1f} GB/s at the start)"
+    print(f"roof%: GB/s against an {probe_name} {where}; GB/s counts the minimum bytes per "
+          "element (read p, g and state, write p and state)")
     print("roof% and the speed-ups are medians over repeats of ratios of times taken in the "
           "same repeat; ms is the median step time")
 
@@ -63,10 +67,12 @@ def plot(rows, probe, path, device):
                          key=lambda r: r["numel"])
             xs = [r["numel"] for r in pts]
             for kind, style in (("fused", "-o"), ("for-loop", "--x"), ("foreach", ":^")):
+                if any(f"{kind}_s" not in r for r in pts):
+                    continue  # (no for-loop baseline on a GPU)
                 ys = [r["bytes_per_element"] * r["numel"] / r[f"{kind}_s"] / 1e9 for r in pts]
                 label = "FusedRMSprop" if kind == "fused" else f"torch {kind}"
                 ax.plot(xs, ys, style, label=f"{label} {dtype}")
-        ax.axhline(probe, color="k", lw=1, label=f"roofline {probe:.0f} GB/s")
+        ax.axhline(probe, color="k", lw=1, label=f"probe {probe:.0f} GB/s")
         ax.set_xscale("log")
         ax.set_xlabel("elements in the parameter")
         ax.set_ylabel("GB/s (minimum bytes per step)")

@@ -1,18 +1,23 @@
 """Throughput microbenchmarks of FusedRMSprop against torch.optim.RMSprop.
 
-    make bench                                   # the embedded default (under 5 min, CPU)
+    make bench                                   # the embedded default: the CPU (under 5 min
+                                                 # here) and then every visible GPU
     make bench BENCH_ARGS="--quick"              # sizes up to 1e6, 200x50K and 200x16, no compile
     python bench/run.py --device cuda --sizes 1e6 1e8 --dtypes float32 --models gpt2-small
 
-Cases: one tensor per size of the sweep, and parameter lists shaped like real
-models, for each dtype and option set. Baselines, timed in the same run:
-torch.optim.RMSprop's for-loop (its CPU default), foreach=True, and
-torch.compile of its step (compile time reported on its own). The roofline is
-an in-place addcmul_ (16 bytes per element) timed interleaved with the steps
-of each case; GB/s counts the minimum bytes a step must move
-(bench/cases.py: bytes_per_element). Every repeat runs one step of each
-optimizer and one probe in turn, and the table shows medians, so ratios are
-taken under the same machine conditions.
+Cases: one tensor per size of the sweep (CPU 1e3 to 1e8, GPU 1e6 to 1e9),
+and parameter lists shaped like real models, for each dtype and option set.
+Baselines, timed in the same run: torch.optim.RMSprop's for-loop (its CPU
+default; CPU only), foreach=True, and torch.compile of its step on the
+headline cases (cases.HEADLINES; compile time reported on its own). The
+roofline is a probe timed interleaved with the steps of each case: on the
+CPU an in-place addcmul_ (16 bytes per element), on a GPU a device-to-device
+copy of 1 GiB (8 bytes per element). GB/s counts the minimum bytes a step
+must move (bench/cases.py: bytes_per_element). Every repeat runs one step of
+each optimizer and one probe in turn, and the table shows medians, so ratios
+are taken under the same machine conditions. On a GPU each call is timed
+with CUDA events after an L2 flush; a case that does not fit in the GPU's
+free memory is skipped with a note.
 """
 
 from __future__ import annotations
@@ -39,18 +44,20 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:1 ... (default: the CPU and every GPU)")
-    p.add_argument("--sizes", type=float, nargs="*", default=cases.DEFAULT_SIZES)
+    p.add_argument("--sizes", type=float, nargs="*", default=None,
+                   help=f"default: {cases.DEFAULT_SIZES} on the CPU, {cases.GPU_SIZES} on a GPU")
     p.add_argument("--models", nargs="*", default=list(cases.MODELS), choices=list(cases.MODELS))
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     p.add_argument("--configs", nargs="+", default=list(cases.CONFIGS), choices=list(cases.CONFIGS))
     p.add_argument("--compile", choices=["headline", "all", "none"], default="headline",
-                   help="torch.compile baseline: headline = the 6.4e7 float32 cases only")
+                   help="torch.compile baseline: headline = the float32 cases of "
+                        "cases.HEADLINES (CPU 6.4e7; GPU 1e8 and gpt2-small)")
     p.add_argument("--quick", action="store_true",
                    help="sizes up to 1e6, the 200x50K and 200x16 lists only, no compile baseline")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = p.parse_args(argv)
     if args.quick:
-        args.sizes = [s for s in args.sizes if s <= 1e6]
+        args.sizes = [s for s in (args.sizes or cases.DEFAULT_SIZES) if s <= 1e6]
         args.models = ["200x50K", "200x16"]
         args.compile = "none"
     return args
@@ -60,44 +67,80 @@ def repeats_for(numel):
     return 20 if numel <= 1e6 else 15 if numel <= 2e7 else 9
 
 
-def case_list(args):
+def sizes_for(args, device):
+    if args.sizes is not None:
+        return args.sizes
+    return cases.GPU_SIZES if harness.is_cuda(device) else cases.DEFAULT_SIZES
+
+
+def case_list(args, device="cpu"):
     out = []
     for dtype in args.dtypes:
         for config in args.configs:
-            for size in args.sizes:
+            for size in sizes_for(args, device):
                 out.append((cases.size_name(size), [(int(size),)], dtype, config))
             for model in args.models:
                 out.append((model, cases.MODELS[model](), dtype, config))
     return out
 
 
-def wants_compile(args, name, dtype):
-    headline = name == cases.size_name(cases.HEADLINE_SIZE) and dtype == "float32"
+def wants_compile(args, name, dtype, device="cpu"):
+    headline = name in cases.HEADLINES[torch.device(device).type] and dtype == "float32"
     return args.compile == "all" or (args.compile == "headline" and headline)
 
 
+def kinds_for(args, name, dtype, device):
+    kinds = ["fused", "foreach"] if harness.is_cuda(device) else ["fused", "for-loop", "foreach"]
+    if wants_compile(args, name, dtype, device):
+        kinds.append("compile")
+    return kinds
+
+
+def bytes_needed(shapes, dtype, config, kinds):
+    """GPU memory a case needs: params and grads, each optimizer's state,
+    torch foreach's temporaries (about two tensors), and the probe's 2 GiB
+    and the L2 flush buffer."""
+    n = cases.numel(shapes)
+    size = torch.empty((), dtype=getattr(torch, dtype)).element_size()
+    options = cases.CONFIGS[config]
+    state = 1 + (options.get("momentum", 0) > 0) + bool(options.get("centered", False))
+    return n * size * (2 + state * len(kinds) + 2) + (2**31 + 2**28)
+
+
 def run_device(device, args):
+    probe_name, probe_bytes, probe_default_numel, _ = harness.probe_for(device)
     probe = harness.bandwidth_probe(device)
-    print(f"[{device}] in-place addcmul_ bandwidth probe (64M fp32): {probe:.1f} GB/s; each case "
-          "of 4M+ elements also runs a probe interleaved with its steps and uses that for roof%", flush=True)
+    gpu = harness.is_cuda(device)
+    label = torch.cuda.get_device_name(torch.device(device)) if gpu else report.cpu_name()
+    print(f"[{device}] {label}: {probe_name} bandwidth probe ({probe_default_numel / 2**20:.0f}M "
+          f"fp32): {probe:.1f} GB/s; each case {'' if gpu else 'of 4M+ elements '}also runs a probe "
+          "interleaved with its steps and uses that for roof%", flush=True)
     rows = []
-    todo = case_list(args)
+    todo = case_list(args, device)
     for i, (name, shapes, dtype_name, config) in enumerate(todo, 1):
         dtype = getattr(torch, dtype_name)
         n = cases.numel(shapes)
+        kinds = kinds_for(args, name, dtype_name, device)
         print(f"  [{i}/{len(todo)}] {name} {dtype_name} {config} ...", end="", flush=True)
+        free = harness.free_bytes(device)
+        if free is not None and bytes_needed(shapes, dtype_name, config, kinds) > 0.95 * free:
+            need = bytes_needed(shapes, dtype_name, config, kinds)
+            print(f" skipped: needs about {need / 2**30:.0f} GiB, {free / 2**30:.0f} GiB free",
+                  flush=True)
+            continue
         started = time.perf_counter()
         params = harness.make_params(shapes, dtype, device)
         options = cases.CONFIGS[config]
         reps = repeats_for(n)
         row = dict(device=device, case=name, tensors=len(shapes), numel=n, dtype=dtype_name,
                    config=config, bytes_per_element=cases.bytes_per_element(dtype, config),
-                   roofline_gbps=probe)
-        kinds = ["fused", "for-loop", "foreach"]
-        if wants_compile(args, name, dtype_name):
-            kinds.append("compile")
-        # Cases larger than the caches get their own interleaved probe.
-        probe_numel = min(n, 2**26) if n >= 2**22 else 0
+                   roofline_gbps=probe, probe=probe_name)
+        # On the CPU, cases larger than the caches get their own interleaved
+        # probe; on a GPU every case does (the L2 is flushed before each call).
+        if gpu:
+            probe_numel = probe_default_numel
+        else:
+            probe_numel = min(n, 2**26) if n >= 2**22 else 0
         times, compile_s = harness.time_case(params, options, kinds, reps, device, probe_numel)
         for kind in kinds:
             row[f"{kind}_s"] = statistics.median(times[kind])
@@ -108,11 +151,11 @@ def run_device(device, args):
         del params
         row["gbps"] = row["bytes_per_element"] * n / row["fused_s"] / 1e9
         if probe_numel:
-            row["roofline_gbps"] = 16 * probe_numel / statistics.median(times["probe"]) / 1e9
+            row["roofline_gbps"] = probe_bytes * probe_numel / statistics.median(times["probe"]) / 1e9
             # fused GB/s over probe GB/s, from times of the same repeat
             row["roofline_pct"] = 100 * harness.paired(
                 [row["bytes_per_element"] * n / t for t in times["fused"]],
-                [16 * probe_numel / t for t in times["probe"]])
+                [probe_bytes * probe_numel / t for t in times["probe"]])
         else:
             row["roofline_pct"] = 100 * row["gbps"] / row["roofline_gbps"]
         rows.append(row)
@@ -126,7 +169,8 @@ def main(argv=None):
         f"cuda:{i}" for i in range(torch.cuda.device_count())]
     machine = dict(platform=platform.platform(), processor=report.cpu_name(),
                    threads=torch.get_num_threads(), torch=torch.__version__,
-                   python=platform.python_version())
+                   python=platform.python_version(), cuda=torch.version.cuda,
+                   gpus=[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])
     print(f"fused_rmsprop benchmark on {machine['processor']}, {machine['threads']} threads, "
           f"torch {machine['torch']}", flush=True)
     os.makedirs(args.out, exist_ok=True)
@@ -135,7 +179,7 @@ def main(argv=None):
         probe, rows = run_device(device, args)
         results["devices"][device] = dict(roofline_gbps=probe, rows=rows)
         print()
-        report.print_table(rows, probe)
+        report.print_table(rows, probe, harness.probe_for(device)[0])
         tag = device.replace(":", "")
         png = report.plot(rows, probe, os.path.join(args.out, f"throughput_{tag}.png"), device)
         if png:

@@ -85,6 +85,37 @@ def test_the_headline_case_gets_the_compile_baseline():
     assert names == {"6.4e+07"}
 
 
+def test_the_gpu_section_plans_its_cases_without_a_gpu():
+    # What `make bench` runs on each visible GPU (the timing itself needs one).
+    args = run.parse_args([])
+    todo = run.case_list(args, "cuda:0")
+    sizes = sorted({cases.numel(shapes) for name, shapes, _, _ in todo if len(shapes) == 1})
+    assert sizes == [10**6, 10**7, 10**8, 10**9]
+    assert {name for name, shapes, _, _ in todo if len(shapes) > 1} == set(cases.MODELS)
+    assert {d for _, _, d, _ in todo} == {"float32", "bfloat16"}
+    assert {c for _, _, _, c in todo} == set(cases.CONFIGS)
+    kinds = {(name, dtype, config): tuple(run.kinds_for(args, name, dtype, "cuda:0"))
+             for name, _, dtype, config in todo}
+    compiled = {(name, dtype) for (name, dtype, _), k in kinds.items() if "compile" in k}
+    assert compiled == {("1e+08", "float32"), ("gpt2-small", "float32")}
+    assert all(k[:2] == ("fused", "foreach") and "for-loop" not in k for k in kinds.values())
+    # the largest case fits an 80 GB GPU: 1e9 float32 elements with momentum
+    # and centered state for three optimizers and the probe
+    need = run.bytes_needed([(10**9,)], "float32", "mom+ctr+wd", ["fused", "foreach", "compile"])
+    assert 50e9 < need < 0.95 * 79e9
+    # --sizes applies to every device; the CPU keeps its own defaults
+    assert {n for n, s, _, _ in run.case_list(run.parse_args(["--sizes", "1e3"]), "cuda")
+            if len(s) == 1} == {"1e+03"}
+    assert {n for n, s, _, _ in run.case_list(args, "cpu") if len(s) == 1} == {
+        cases.size_name(x) for x in cases.DEFAULT_SIZES}
+
+
+def test_probes_measure_bytes_per_element_of_their_operation():
+    assert harness.probe_for("cpu")[:2] == ("in-place addcmul_", 16)
+    assert harness.probe_for("cuda:0")[:3] == ("device-to-device copy", 8, 2**28)
+    assert harness.bandwidth_probe("cpu", numel=2**16, repeats=3) > 0
+
+
 def test_the_isa_comparison_runs_every_copy_and_leaves_the_choice_automatic(capsys):
     import isa
 
