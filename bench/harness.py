@@ -114,11 +114,13 @@ def free_bytes(device):
 
 
 def make_params(shapes, dtype, device, seed=0):
-    gen = torch.Generator().manual_seed(seed)
+    # drawn on the device itself (a 1e9-element case on a GPU would spend
+    # seconds drawing on the CPU)
+    gen = torch.Generator(device=device).manual_seed(seed)
     params = []
     for s in shapes:
-        p = torch.randn(s, generator=gen).to(device=device, dtype=dtype).requires_grad_()
-        p.grad = torch.randn(s, generator=gen).to(device=device, dtype=dtype)
+        p = torch.randn(s, generator=gen, device=device).to(dtype).requires_grad_()
+        p.grad = torch.randn(s, generator=gen, device=device).to(dtype)
         params.append(p)
     return params
 
