@@ -133,12 +133,14 @@ void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& o) {
         "fused_rmsprop: ", name, " must be a one-element float32 tensor on ",
         p0.device());
   }
-  const at::Tensor& lr = lists.lr_tensor;
-  TORCH_CHECK(!lr.defined() || (lr.numel() == 1 && lr.layout() == at::kStrided &&
-                                (lr.scalar_type() == at::kFloat || lr.scalar_type() == at::kDouble) &&
-                                lr.device() == p0.device()),
-      "fused_rmsprop: lr_tensor must be a one-element float32 or float64 tensor on ",
-      p0.device());
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"lr_tensor", lists.lr_tensor},
+                                {"grad_factor", lists.grad_factor}}) {
+    TORCH_CHECK(!t.defined() || (t.numel() == 1 && t.layout() == at::kStrided &&
+                                 (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble) &&
+                                 t.device() == p0.device()),
+        "fused_rmsprop: ", name, " must be a one-element float32 or float64 tensor on ",
+        p0.device());
+  }
   TORCH_CHECK(lists.state_steps.empty() || lists.state_steps.size() == n,
       "fused_rmsprop: state_steps has ", lists.state_steps.size(),
       " tensors but params has ", n, " (pass one per param, or none)");

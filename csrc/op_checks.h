@@ -29,6 +29,10 @@ struct TensorLists {
   // read by the kernel in place of `lr` (a Tensor lr: no host sync, no
   // recompile under torch.compile, CUDA-graph safe), or undefined.
   at::Tensor lr_tensor;
+  // A one-element float32 or float64 factor every gradient is multiplied by
+  // after unscaling (the clipping coefficient), read by the kernel in the
+  // params' opmath type; or undefined.
+  at::Tensor grad_factor;
 
   bool has_momentum() const { return !momentum_buffers.empty(); }
   bool centered() const { return !grad_avgs.empty(); }
@@ -110,10 +114,11 @@ void rmsprop_entry(
     bool decoupled_weight_decay,
     const std::optional<at::Tensor>& grad_scale,
     const std::optional<at::Tensor>& found_inf,
-    const std::optional<at::Tensor>& lr_tensor) {
+    const std::optional<at::Tensor>& lr_tensor,
+    const std::optional<at::Tensor>& grad_factor) {
   const TensorLists lists{params, grads, square_avgs, momentum_buffers, grad_avgs,
       state_steps, grad_scale.value_or(at::Tensor()), found_inf.value_or(at::Tensor()),
-      lr_tensor.value_or(at::Tensor())};
+      lr_tensor.value_or(at::Tensor()), grad_factor.value_or(at::Tensor())};
   const RMSpropOptions opts{lr, alpha, eps, weight_decay, momentum, maximize,
       eps_in_sqrt, lr_in_momentum, decoupled_weight_decay};
   run_checked(lists, opts, impl);

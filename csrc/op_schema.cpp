@@ -21,6 +21,10 @@
 // lr_tensor, when given, replaces lr: the kernel reads it from device memory,
 // so a captured CUDA graph follows a Tensor learning rate without host syncs.
 //
+// grad_factor, when given, multiplies every gradient after unscaling: the
+// gradient-clipping coefficient min(1, max_norm / (norm + 1e-6)), computed
+// on the device, so clipping costs no pass over the gradients of its own.
+//
 // rmsprop_check takes the same arguments, checks them as rmsprop_ does, and
 // changes nothing: the optimizer checks every group before updating any.
 #define FUSED_RMSPROP_ARGS(mut_a, mut_b, mut_c, mut_d, mut_e)                   \
@@ -29,11 +33,15 @@
   "Tensor" mut_e "[] state_steps, *, float lr, float alpha, float eps, "        \
   "float weight_decay, float momentum, bool maximize, bool eps_in_sqrt=False, " \
   "bool lr_in_momentum=False, bool decoupled_weight_decay=False, "              \
-  "Tensor? grad_scale=None, Tensor? found_inf=None, Tensor? lr_tensor=None) -> ()"
+  "Tensor? grad_scale=None, Tensor? found_inf=None, Tensor? lr_tensor=None, "        \
+  "Tensor? grad_factor=None) -> ()"
 
 TORCH_LIBRARY(fused_rmsprop, m) {
   m.def("rmsprop_" FUSED_RMSPROP_ARGS("(a!)", "(b!)", "(c!)", "(d!)", "(e!)"));
   m.def("rmsprop_check" FUSED_RMSPROP_ARGS("", "", "", "", ""));
+  // The norm of all of `grads` as one vector (float32; float64 for float64
+  // grads), for clipping: csrc/grad_norm.h.
+  m.def("grad_norm(Tensor[] grads, float norm_type) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(fused_rmsprop, CompositeExplicitAutograd, m) {

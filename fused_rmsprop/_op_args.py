@@ -25,6 +25,24 @@ def amp_tensors(optimizer):
     return on
 
 
+def grad_factor_for(coefficient):
+    """Maps (device, param dtype) to the grad_factor argument of a call: the
+    clipping coefficient in the params' opmath precision (float64 for float64
+    params, else float32), or nothing when not clipping."""
+    cache = {}
+
+    def on(device, dtype):
+        if coefficient is None:
+            return {}
+        key = (device, dtype)
+        if key not in cache:
+            wanted = torch.float64 if dtype == torch.float64 else torch.float32
+            cache[key] = {"grad_factor": coefficient.to(device, wanted, non_blocking=True)}
+        return cache[key]
+
+    return on
+
+
 def lr_for(lr, device):
     """A Tensor lr goes to the kernel as lr_tensor on the call's device, on
     every device: the kernel reads it, so nothing syncs with the host, a

@@ -36,6 +36,7 @@ def _rmsprop_fake(
     grad_scale=None,
     found_inf=None,
     lr_tensor=None,
+    grad_factor=None,
 ):
     # The op only mutates its inputs in place: nothing to allocate or return.
     # Check what metadata can tell, so a traced call fails as an eager one would.
@@ -58,5 +59,13 @@ def _rmsprop_fake(
     return None
 
 
+@torch.library.register_fake("fused_rmsprop::grad_norm")
+def _grad_norm_fake(grads, norm_type):
+    torch._check(len(grads) > 0, lambda: "fused_rmsprop.grad_norm: grads is empty")
+    dtype = torch.float64 if grads[0].dtype == torch.float64 else torch.float32
+    return grads[0].new_empty((), dtype=dtype)
+
+
 rmsprop_ = torch.ops.fused_rmsprop.rmsprop_
+grad_norm = torch.ops.fused_rmsprop.grad_norm
 rmsprop_check = torch.ops.fused_rmsprop.rmsprop_check

@@ -7,7 +7,8 @@ from torch import Tensor
 from torch.optim.optimizer import Optimizer
 
 from ._checkpoint import TorchFormatCheckpoints
-from ._op_args import amp_tensors, lr_for, op_kwargs
+from ._clipping import GradClipping
+from ._op_args import amp_tensors, grad_factor_for, lr_for, op_kwargs
 from ._ops import rmsprop_, rmsprop_check
 from ._state import (STATE_KEYS, DTensor, Where, as_real, check_state, dense_layout,
                      is_dense, local_shards, new_state, state_dtype, zeros_state)
@@ -15,7 +16,7 @@ from ._state import (STATE_KEYS, DTensor, Where, as_real, check_state, dense_lay
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)  # never DTensors
 
 
-class FusedRMSprop(TorchFormatCheckpoints, Optimizer):
+class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
     """RMSprop whose step is one fused kernel call per device and dtype.
 
     Takes the arguments of ``torch.optim.RMSprop`` with the same defaults and
@@ -46,6 +47,14 @@ class FusedRMSprop(TorchFormatCheckpoints, Optimizer):
     whatever ``capturable`` says, so a GradScaler step never waits for the
     GPU; a CPU ``step`` from a torch checkpoint moves there when loaded.
 
+    ``max_grad_norm`` clips every step's gradients by their total norm (of
+    order ``norm_type``, over all param groups), as
+    ``torch.nn.utils.clip_grad_norm_`` does, inside the fused step: one read
+    pass for the norm, no pass to scale the gradients, no host sync, the
+    unscaled norm under GradScaler. ``p.grad`` is not modified; the norm of
+    the last clipped step is ``last_grad_norm`` (a tensor). ``clip_grad_norm_``
+    does the same for the next step only, where torch's call was.
+
     ``state_dict()`` has torch.optim.RMSprop's format (the switches above are
     left out where they have torch's values), so checkpoints, including
     ``torch.distributed.checkpoint`` ones, move between the two classes.
@@ -74,6 +83,8 @@ class FusedRMSprop(TorchFormatCheckpoints, Optimizer):
         lr_in_momentum: bool = False,
         decoupled_weight_decay: bool = False,
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
+        norm_type: float = 2.0,
     ) -> None:
         # The same checks, in the same order and words, as torch.optim.RMSprop.
         if isinstance(lr, Tensor) and lr.numel() != 1:
@@ -115,6 +126,7 @@ class FusedRMSprop(TorchFormatCheckpoints, Optimizer):
             "decoupled_weight_decay": decoupled_weight_decay,
             "state_dtype": state_dtype,
         }
+        self._init_clipping(max_grad_norm, norm_type)
         super().__init__(params, defaults)
         # Indices of the param groups whose parameters need care when
         # gathered: mixed devices or dtypes, or strided views (NOTE: [grouping]).
@@ -140,6 +152,9 @@ class FusedRMSprop(TorchFormatCheckpoints, Optimizer):
         # parameters, a grad laid out unlike its parameter, bad state) takes
         # the slow path, which validates in Python with precise messages,
         # creates or re-lays state, and then gathers again.
+        # NOTE: [fused clipping]: the coefficient the kernels multiply every
+        # gradient by, computed on the device before any update.
+        self._step_factor = self._clip_coefficient()
         calls = self._gather_calls({})
         if calls is not None and len(calls) == 1:
             # One call checks all its arguments before writing anything, so a
@@ -186,6 +201,7 @@ class FusedRMSprop(TorchFormatCheckpoints, Optimizer):
         calls = []
         state = self.state
         amp = amp_tensors(self)
+        factor = grad_factor_for(getattr(self, "_step_factor", None))
         for index, group in enumerate(self.param_groups):
             momentum, centered = group["momentum"] > 0, group["centered"]
             special = regroup or index in self._special_groups
@@ -239,8 +255,9 @@ class FusedRMSprop(TorchFormatCheckpoints, Optimizer):
             kwargs = op_kwargs(group)
             for i, args in enumerate(splits):
                 device = args[0][0].device
-                calls.append(_Call(args, dict(kwargs, **amp(device), **lr_for(group["lr"], device)),
-                                   views if i == len(splits) - 1 else ()))
+                call_kwargs = dict(kwargs, **amp(device), **lr_for(group["lr"], device),
+                                   **factor(device, args[0][0].dtype))
+                calls.append(_Call(args, call_kwargs, views if i == len(splits) - 1 else ()))
         return calls
 
     @staticmethod

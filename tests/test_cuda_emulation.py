@@ -282,3 +282,32 @@ def test_a_call_that_raises_writes_neither_state_nor_counters():
         with pytest.raises(RuntimeError, match="must be a one-element float32 tensor"):
             emu.rmsprop_(*lists, **hyper(), **bad)
         assert all(torch.equal(x, y) for a, b in zip(lists, before) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("factor_dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_grad_factor_gives_the_cpu_kernels_bits(dtype, factor_dtype):
+    # The clipping coefficient multiplies every unscaled gradient, read from
+    # a device scalar in the params' opmath type (NOTE: [fused clipping]).
+    lists = make_lists([(5,), (SMALL_CHUNK + 3,)], dtype, True, True)
+    factor = torch.tensor(0.3712, dtype=factor_dtype)
+    scale = torch.tensor(8.0)
+    emulated, cpu = clone(lists), clone(lists)
+    emu.rmsprop_(*emulated, **hyper(), grad_scale=scale, grad_factor=factor, chunk_size=SMALL_CHUNK)
+    fused_rmsprop.rmsprop_(*cpu, **hyper(), grad_scale=scale, grad_factor=factor)
+    for a, b in zip(emulated, cpu):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+    # and it is applied: the same step with the gradients pre-multiplied
+    # (exactly, by a power of two) gives the same result
+    halved, pre = clone(lists), clone(lists)
+    fused_rmsprop.rmsprop_(*halved, **hyper(), grad_factor=torch.tensor(0.5, dtype=factor_dtype))
+    pre[1] = [g * 0.5 for g in pre[1]]
+    fused_rmsprop.rmsprop_(*pre, **hyper())
+    assert all(torch.equal(x, y) for x, y in zip(halved[0], pre[0]))
+
+
+def test_grad_factor_is_checked():
+    for bad in (torch.ones(2), torch.ones((), dtype=torch.float16), torch.ones((), dtype=torch.int64)):
+        with pytest.raises(RuntimeError, match="grad_factor must be a one-element float32 or float64"):
+            emu.rmsprop_(*make_lists([(3,)]), **hyper(), grad_factor=bad)

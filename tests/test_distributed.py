@@ -26,6 +26,10 @@ pytestmark = pytest.mark.skipif(
 
 KW = dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.01)
 STEPS, GLOBAL_BATCH = 4, 16
+# "+clip" engines clip by the total gradient norm (FusedRMSprop's max_grad_norm
+# against torch.nn.utils.clip_grad_norm_ in one process); the gradients' norm
+# is 0.2-0.5 at these steps, so every step is clipped.
+CLIP = 0.1
 
 
 def _model():
@@ -42,13 +46,17 @@ def _batches():
             for _ in range(STEPS)]
 
 
-def _reference_params():
+def _reference_params(clip=None):
     model = _model()
     opt = torch.optim.RMSprop(model.parameters(), **KW)
+    norms = []
     for x, y in _batches():
         opt.zero_grad()
         torch.nn.functional.mse_loss(model(x), y).backward()
+        if clip:
+            norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip)))
         opt.step()
+    assert all(n > clip for n in norms), norms  # every step is clipped
     return [p.detach() for p in model.parameters()]
 
 
@@ -68,18 +76,20 @@ def _sharded_model():
 
 
 def _train(rank, world, engine, opt_class=FusedRMSprop):
+    engine, clipping, _ = engine.partition("+clip")
+    kw = dict(KW, max_grad_norm=CLIP) if clipping else KW
     model = _model()
     if engine == "ddp":
         wrapped = torch.nn.parallel.DistributedDataParallel(model)
-        opt = FusedRMSprop(wrapped.parameters(), **KW)
+        opt = FusedRMSprop(wrapped.parameters(), **kw)
     elif engine == "zero":
         from torch.distributed.optim import ZeroRedundancyOptimizer
 
         wrapped = torch.nn.parallel.DistributedDataParallel(model)
-        opt = ZeroRedundancyOptimizer(wrapped.parameters(), optimizer_class=FusedRMSprop, **KW)
+        opt = ZeroRedundancyOptimizer(wrapped.parameters(), optimizer_class=FusedRMSprop, **kw)
     else:
         model = wrapped = _sharded_model()
-        opt = opt_class(wrapped.parameters(), **KW)
+        opt = opt_class(wrapped.parameters(), **(kw if opt_class is FusedRMSprop else KW))
     for x, y in _batches():
         opt.zero_grad()
         out = wrapped(_local_batch(x, rank, world))
@@ -95,8 +105,18 @@ def _worker(rank, world, init_file, engine, out_dir):
     if engine == "checkpoints":
         _check_checkpoints_between_classes(out_dir)
         _finish()
+    if engine == "zero+clip":
+        # each rank holds a shard of the parameters: no global norm, a clear error
+        try:
+            _train(rank, world, engine)
+            message = "no error"
+        except ValueError as error:
+            message = str(error)
+        if rank == 0:
+            torch.save({"message": message}, os.path.join(out_dir, "result.pt"))
+        _finish()
     model, opt = _train(rank, world, engine)
-    if engine == "fsdp2":
+    if engine.startswith("fsdp2"):
         from torch.distributed.tensor import DTensor
 
         params = [p.full_tensor() if isinstance(p, DTensor) else p for p in model.parameters()]
@@ -107,6 +127,8 @@ def _worker(rank, world, init_file, engine, out_dir):
         assert all(isinstance(t, DTensor) for t in local)
     else:
         params = list(model.parameters())
+    if engine.startswith("fsdp2") and "+clip" in engine:
+        assert isinstance(opt.last_grad_norm, torch.Tensor) and opt.last_grad_norm > CLIP
     if engine == "zero":
         opt.consolidate_state_dict(to=0)
     if rank == 0:
@@ -181,6 +203,22 @@ def test_distributed_training_matches_single_process_torch(engine, world):
         fresh = FusedRMSprop(_model().parameters(), **KW)
         fresh.load_state_dict(consolidated)  # a consolidated ZeRO checkpoint loads as usual
         assert all(float(s["step"]) == STEPS for s in fresh.state.values())
+
+
+@pytest.mark.parametrize("world", [1, 2])
+@pytest.mark.parametrize("engine", ["ddp", "fsdp2"])
+def test_clipping_by_the_global_norm_matches_clip_grad_norm_and_torch(engine, world):
+    # FSDP2: each rank's norm of its shards is combined over the mesh into the
+    # global one, as torch's clip_grad_norm_ does for DTensors; DDP: every
+    # rank already holds the full (averaged) gradients.
+    result = _run(engine + "+clip", world)
+    for got, want in zip(result["params"], _reference_params(clip=CLIP)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_clipping_inside_zero_redundancy_optimizer_is_refused():
+    message = _run("zero+clip", 2)["message"]
+    assert "ZeroRedundancyOptimizer" in message and "global gradient norm" in message
 
 
 def test_checkpoints_move_between_torch_and_fused_with_dcp_on_two_ranks():

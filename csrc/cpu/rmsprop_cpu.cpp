@@ -246,6 +246,9 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
   if (lists.grad_scale.defined()) {
     c.grad_inv_scale = inverse_grad_scale<M>(lists.grad_scale.item<float>());
   }
+  if (lists.grad_factor.defined()) {  // a CPU tensor: no synchronisation
+    c.grad_inv_scale = c.grad_inv_scale * static_cast<M>(lists.grad_factor.item<double>());
+  }
 
   at::parallel_for(
       0, unit_start[n], kMinElementsPerThread / kUnit,

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <utility>
 
 #include "../op_checks.h"
 #include "../rmsprop_rule.h"
@@ -53,6 +54,8 @@ struct DeviceScalars {
   const double* lr64;   // a float64 one (float64 params keep its precision)
   const float* grad_scale;
   const float* found_inf;
+  const float* grad_factor;     // the clipping coefficient, float32 or
+  const double* grad_factor64;  // float64
 };
 
 static_assert(sizeof(RMSpropOptions) + sizeof(DeviceScalars) <= kOtherArgBytes,
@@ -89,6 +92,11 @@ struct RMSpropChunk {
     RMSpropConstants<M> c(o);
     if (device.grad_scale != nullptr) {
       c.grad_inv_scale = inverse_grad_scale<M>(*device.grad_scale);
+    }
+    if (device.grad_factor != nullptr) {
+      c.grad_inv_scale = c.grad_inv_scale * static_cast<M>(*device.grad_factor);
+    } else if (device.grad_factor64 != nullptr) {
+      c.grad_inv_scale = c.grad_inv_scale * static_cast<M>(*device.grad_factor64);
     }
     const int tensor = meta.block_to_tensor[blockIdx.x];
     const int64_t start = static_cast<int64_t>(meta.block_to_chunk[blockIdx.x]) * kChunk;
@@ -174,11 +182,17 @@ void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, cons
   auto pointer = [](const at::Tensor& t) -> const float* {
     return t.defined() ? t.const_data_ptr<float>() : nullptr;
   };
-  const at::Tensor& lr = lists.lr_tensor;
-  const bool lr64 = lr.defined() && lr.scalar_type() == at::kDouble;
-  const DeviceScalars device{lr64 ? nullptr : pointer(lr),
-      lr64 ? lr.const_data_ptr<double>() : nullptr,
-      pointer(lists.grad_scale), pointer(lists.found_inf)};
+  // A float32 or float64 scalar: one of the two pointers is set, or none.
+  auto pointers = [&](const at::Tensor& t) -> std::pair<const float*, const double*> {
+    if (t.defined() && t.scalar_type() == at::kDouble) {
+      return {nullptr, t.const_data_ptr<double>()};
+    }
+    return {pointer(t), nullptr};
+  };
+  const auto [lr32, lr64] = pointers(lists.lr_tensor);
+  const auto [factor32, factor64] = pointers(lists.grad_factor);
+  const DeviceScalars device{lr32, lr64, pointer(lists.grad_scale), pointer(lists.found_inf),
+      factor32, factor64};
   using Meta = TensorListMetadata<kDepth, kArgBytes>;
   multi_tensor_apply<kDepth, kChunk, kArgBytes>(tl, [&](const Meta& meta, int blocks) {
     launch(&rmsprop_multi_tensor_kernel<Chunk, Meta>, blocks, meta, opts, device);
