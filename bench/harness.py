@@ -137,7 +137,64 @@ def _build(kind, params, options, device):
         step()
         _sync(device)
         return step, time.perf_counter() - start
+    if kind in CLIP_KINDS:
+        return _build_clipped(kind, params, options, device)
+    if kind == "norm":  # the fused norm pass alone
+        from fused_rmsprop._ops import grad_norm
+
+        grads = [p.grad for p in params]
+        return lambda: grad_norm(grads, 2.0), None
+    if kind == "read-probe":  # read-only bandwidth: a sum over as many bytes as the grads
+        grads = [p.grad for p in params]
+        return lambda: [g.sum() for g in grads], None
     raise ValueError(kind)
+
+
+# What a clipped training step costs (NOTE: [fused clipping]): FusedRMSprop
+# with max_grad_norm, against torch.nn.utils.clip_grad_norm_(foreach=True)
+# followed by the torch.compile'd torch step; "+amp": under a GradScaler,
+# where torch needs scaler.unscale_ before clipping and ours does not.
+CLIP_KINDS = ("fused+clip", "compile+clip", "fused+clip+amp", "compile+clip+amp")
+MAX_NORM = 1.0
+
+
+def _build_clipped(kind, params, options, device):
+    amp = kind.endswith("+amp")
+    scaler = None
+    if amp:
+        scaler = torch.amp.GradScaler(torch.device(device).type, init_scale=1.0,
+                                      growth_interval=10**9)
+        scaler.scale(torch.ones((), device=device))  # creates its scale tensor
+    compile_s = None
+    if kind.startswith("fused"):
+        opt = FusedRMSprop(params, max_grad_norm=MAX_NORM, **options)
+        step = opt.step
+    else:
+        opt = torch.optim.RMSprop(params, foreach=False, **options)
+        step = torch.compile(opt.step)
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        compile_s = time.perf_counter() - start
+
+    def clip():
+        torch.nn.utils.clip_grad_norm_(params, MAX_NORM, foreach=True)
+
+    if not amp:
+        if kind.startswith("fused"):
+            return step, compile_s
+        return lambda: (clip(), step()), compile_s
+
+    def scaled_step():
+        if kind.startswith("compile"):
+            scaler.unscale_(opt)
+            clip()
+        scaler.step(opt)
+        scaler.update()
+
+    if kind.startswith("compile"):
+        opt.step = step  # GradScaler calls opt.step: the compiled one
+    return scaled_step, compile_s
 
 
 def time_case(params, options, kinds, repeats, device, probe_numel):

@@ -52,6 +52,8 @@ def parse_args(argv):
     p.add_argument("--compile", choices=["headline", "all", "none"], default="headline",
                    help="torch.compile baseline: headline = the float32 cases of "
                         "cases.HEADLINES (CPU 6.4e7; GPU 1e8 and gpt2-small)")
+    p.add_argument("--clipping-size", type=float, default=6.4e7,
+                   help="elements of the clipping cases (0: none)")
     p.add_argument("--quick", action="store_true",
                    help="sizes up to 1e6, the 200x50K and 200x16 lists only, no compile baseline")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
@@ -60,6 +62,7 @@ def parse_args(argv):
         args.sizes = [s for s in (args.sizes or cases.DEFAULT_SIZES) if s <= 1e6]
         args.models = ["200x50K", "200x16"]
         args.compile = "none"
+        args.clipping_size = 0
     return args
 
 
@@ -163,6 +166,38 @@ def run_device(device, args):
     return probe, rows
 
 
+def run_clipping(device, args):
+    """The clipped step against torch's clip_grad_norm_ + compiled step, with
+    and without GradScaler, and the norm pass against a read-only probe, all
+    timed interleaved on one float32 tensor of args.clipping_size elements."""
+    n = int(args.clipping_size)
+    if not n:
+        return None
+    print(f"  clipping cases, {cases.size_name(n)} float32 ...", end="", flush=True)
+    started = time.perf_counter()
+    params = harness.make_params([(n,)], torch.float32, device)
+    kinds = ["fused+clip", "compile+clip", "fused+clip+amp", "compile+clip+amp", "norm",
+             "read-probe"]
+    times, _ = harness.time_case(params, {}, kinds, repeats_for(n), device, 0)
+    del params
+    print(f" {time.perf_counter() - started:.1f}s", flush=True)
+    ms = {k: 1e3 * statistics.median(times[k]) for k in kinds}
+    result = dict(numel=n, ms=ms,
+                  speedup=harness.paired(times["compile+clip"], times["fused+clip"]),
+                  speedup_amp=harness.paired(times["compile+clip+amp"], times["fused+clip+amp"]),
+                  norm_gbps=4 * n / statistics.median(times["norm"]) / 1e9,
+                  read_gbps=4 * n / statistics.median(times["read-probe"]) / 1e9,
+                  norm_pct=100 * harness.paired(times["read-probe"], times["norm"]))
+    print(f"clipped step, {cases.size_name(n)} float32 (max_grad_norm vs clip_grad_norm_(foreach) "
+          f"+ torch.compile'd step): fused {ms['fused+clip']:.2f} ms, torch "
+          f"{ms['compile+clip']:.2f} ms: {result['speedup']:.2f}x; under GradScaler (torch also "
+          f"unscale_s): fused {ms['fused+clip+amp']:.2f} ms, torch {ms['compile+clip+amp']:.2f} ms: "
+          f"{result['speedup_amp']:.2f}x")
+    print(f"norm pass: {result['norm_gbps']:.1f} GB/s, {result['norm_pct']:.0f} % of a read-only "
+          f"probe (sum) at {result['read_gbps']:.1f} GB/s")
+    return result
+
+
 def main(argv=None):
     args = parse_args(argv)
     devices = [args.device] if args.device else ["cpu"] + [
@@ -177,7 +212,8 @@ def main(argv=None):
     results = dict(machine=machine, devices={})
     for device in devices:
         probe, rows = run_device(device, args)
-        results["devices"][device] = dict(roofline_gbps=probe, rows=rows)
+        clipping = run_clipping(device, args)
+        results["devices"][device] = dict(roofline_gbps=probe, rows=rows, clipping=clipping)
         print()
         report.print_table(rows, probe, harness.probe_for(device)[0])
         tag = device.replace(":", "")

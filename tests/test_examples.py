@@ -52,3 +52,14 @@ def test_digits_example_trains_and_the_two_curves_coincide(tmp_path):
     gap = float(re.search(r"loss curves: ([0-9.e+-]+)", out).group(1))
     assert gap < 1e-3, out  # same seed, same data order: the curves coincide
     assert (tmp_path / "digits_loss.png").exists()
+
+
+def test_clipping_under_mixed_precision_example_trains_both_ways(tmp_path):
+    pytest.importorskip("sklearn")
+    out = _run(["examples/clipping_amp.py", "--epochs", "3"], tmp_path)
+    accuracy = [float(x) for x in re.findall(r"test accuracy ([0-9.]+)", out)]
+    clipped = [int(x) for x in re.findall(r"(\d+) of 135 steps clipped", out)]
+    assert len(accuracy) == 2 and min(accuracy) > 0.85, out
+    assert len(clipped) == 2 and min(clipped) > 67, out  # clipping is active in both
+    agree = int(re.search(r"agree to 1e-6 for the first (\d+) steps", out).group(1))
+    assert agree >= 3, out  # equal until bfloat16 rounding amplifies last-bit differences
