@@ -84,3 +84,17 @@ def test_numeric_step_from_an_old_checkpoint_goes_to_the_device(fake):
     saved["state"][0]["step"] = 3
     opt.load_state_dict(saved)
     assert opt.state[params[0]]["step"].device == params[0].device
+
+
+def test_a_clipped_grad_scaler_step_reads_nothing_on_the_host(fake):
+    # NOTE: [fused clipping]: the norm, its unscaling and the coefficient stay
+    # on the device; the fake op of grad_norm stands in for the CUDA one.
+    params = _params()
+    opt = FusedRMSprop(params, max_grad_norm=1.0, momentum=0.9)
+    opt.grad_scale = torch.full((), 1024.0, device="cuda")
+    opt.found_inf = torch.zeros((), device="cuda")
+    for _ in range(3):
+        opt.step()
+    assert opt.last_grad_norm.device.type == "cuda" and opt.last_grad_norm.dtype == torch.float32
+    assert opt.clip_grad_norm_(0.5).device.type == "cuda"
+    opt.step()
