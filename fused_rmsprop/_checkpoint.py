@@ -37,9 +37,9 @@ class TorchFormatCheckpoints:
     def __setstate__(self, state):
         super().__setstate__(state)
         self._special_groups = set()
-        for key, value in (("max_grad_norm", None), ("norm_type", 2.0), ("last_grad_norm", None),
-                           ("_pending_clip", None), ("_in_zero", False)):
+        for key, value in (("max_grad_norm", None), ("norm_type", 2.0), ("_in_zero", False)):
             self.__dict__.setdefault(key, value)
+        self.__dict__.setdefault("_clipping", {"pending": None, "last": None})
         for group in self.param_groups:
             # Groups loaded from torch.optim.RMSprop (or saved at the
             # defaults) lack some keys; they take this optimizer's settings.

@@ -60,8 +60,11 @@ class GradClipping:
         check_norm_options(max_grad_norm, norm_type)
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.norm_type = float(norm_type)
-        self.last_grad_norm = None
-        self._pending_clip = None  # (max_norm, total norm) from clip_grad_norm_
+        # What a step changes lives in a dict, not in attributes: torch 2.11's
+        # dynamo cannot trace setattr on the optimizer in a compiled step.
+        # "pending": (max_norm, total norm) from clip_grad_norm_; "last": the
+        # unscaled norm of the last clipped step.
+        self._clipping = {"pending": None, "last": None}
         self._in_zero = max_grad_norm is not None and _inside_zero_redundancy_optimizer()
         if self._in_zero:
             raise ValueError(
@@ -96,15 +99,22 @@ class GradClipping:
                 f"The total norm of order {float(norm_type)} for gradients from `parameters` is "
                 "non-finite, so it cannot be clipped. To disable this error and scale the "
                 "gradients by the non-finite norm anyway, set `error_if_nonfinite=False`")
-        self._pending_clip = (float(max_norm), total)
+        self._clipping["pending"] = (float(max_norm), total)
         return total
+
+    @property
+    def last_grad_norm(self):
+        """The total norm of the unscaled gradients of the last clipped step
+        (a tensor on the first gradient's device), or None."""
+        return self._clipping["last"]
 
     def _clip_coefficient(self):
         """The coefficient this step multiplies every gradient by (a 0-dim
         tensor on the first gradient's device), or None when not clipping.
         Sets last_grad_norm (unscaled)."""
-        pending, self._pending_clip = self._pending_clip, None
+        pending = self._clipping["pending"]
         if pending is not None:
+            self._clipping["pending"] = None
             max_norm, total = pending
         elif self.max_grad_norm is not None:
             max_norm, total = self.max_grad_norm, self._total_norm(self.norm_type)
@@ -117,7 +127,7 @@ class GradClipping:
             # GradScaler's own inverse: 1 / scale in float64, rounded to float32
             inv = grad_scale.double().reciprocal().float()
             total = total * inv.to(total.device, total.dtype, non_blocking=True)
-        self.last_grad_norm = total
+        self._clipping["last"] = total
         return (max_norm / (total + CLIP_EPS)).clamp(max=1.0)
 
     def _total_norm(self, norm_type):

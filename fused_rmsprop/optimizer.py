@@ -154,8 +154,8 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
         # creates or re-lays state, and then gathers again.
         # NOTE: [fused clipping]: the coefficient the kernels multiply every
         # gradient by, computed on the device before any update.
-        self._step_factor = self._clip_coefficient()
-        calls = self._gather_calls({})
+        factor = self._clip_coefficient()
+        calls = self._gather_calls({}, factor=factor)
         if calls is not None and len(calls) == 1:
             # One call checks all its arguments before writing anything, so a
             # separate check call would only repeat that work (about 0.9 us
@@ -166,7 +166,7 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
             for call in calls:
                 _run(call)
             return loss
-        for call in self._prepare_slowly():
+        for call in self._prepare_slowly(factor):
             _run(call)
         return loss
 
@@ -185,7 +185,7 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
         call.write_back()
         return True
 
-    def _gather_calls(self, grad_override, regroup=False):
+    def _gather_calls(self, grad_override, regroup=False, factor=None):
         """[_Call] of one op call per (group, device, dtype), or None when
         some parameter needs the slow path.
 
@@ -201,7 +201,7 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
         calls = []
         state = self.state
         amp = amp_tensors(self)
-        factor = grad_factor_for(getattr(self, "_step_factor", None))
+        factor = grad_factor_for(factor)  # the clipping coefficient, or None
         for index, group in enumerate(self.param_groups):
             momentum, centered = group["momentum"] > 0, group["centered"]
             special = regroup or index in self._special_groups
@@ -269,13 +269,13 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
             return False
         return True
 
-    def _prepare_slowly(self):
+    def _prepare_slowly(self, factor=None):
         plans = [self._plan_group(group) for group in self.param_groups]
         undo, grad_override = [], {}
         try:
             for group, plan in zip(self.param_groups, plans):
                 self._commit_group(group, plan, undo, grad_override)
-            calls = self._gather_calls(grad_override, regroup=True)
+            calls = self._gather_calls(grad_override, regroup=True, factor=factor)
             if calls is None:
                 raise RuntimeError("FusedRMSprop: internal error: state is incomplete after setup")
             for call in calls:
