@@ -94,6 +94,8 @@ class GradClipping:
             raise RuntimeError("FusedRMSprop.clip_grad_norm_ inside ZeroRedundancyOptimizer "
                                "cannot see the global gradient norm")
         total = self._total_norm(float(norm_type))
+        if total is None:  # no gradients: torch returns a zero norm too
+            return torch.tensor(0.0)
         if error_if_nonfinite and not torch.isfinite(total):
             raise RuntimeError(
                 f"The total norm of order {float(norm_type)} for gradients from `parameters` is "

@@ -276,3 +276,11 @@ def test_a_clipped_step_compiles_with_fullgraph():
     opt.step()  # state
     compiled = torch.compile(opt.step, fullgraph=True)
     compiled()
+
+
+def test_without_gradients_the_norm_is_zero_and_nothing_is_clipped():
+    model = _model()
+    opt = FusedRMSprop(model.parameters(), max_grad_norm=1.0)
+    assert float(opt.clip_grad_norm_(1.0)) == 0.0
+    opt.step()  # no grads: nothing happens, as in torch
+    assert opt.last_grad_norm is None and not opt.state
