@@ -29,20 +29,11 @@ import argparse
 import time
 
 import torch
-from sklearn.datasets import load_digits
+from digits import data  # the same split of scikit-learn's digits
 
 from fused_rmsprop import FusedRMSprop
 
 ARGS = dict(lr=3e-3, momentum=0.9, centered=True, weight_decay=1e-4)
-
-
-def data():
-    digits = load_digits()
-    x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
-    y = torch.tensor(digits.target)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    x, y = x[order], y[order]
-    return (x[:1437], y[:1437]), (x[1437:], y[1437:])
 
 
 def run(fused, epochs, max_norm, x, y):

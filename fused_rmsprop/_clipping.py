@@ -65,8 +65,10 @@ class GradClipping:
         # "pending": (max_norm, total norm) from clip_grad_norm_; "last": the
         # unscaled norm of the last clipped step.
         self._clipping = {"pending": None, "last": None}
-        self._in_zero = max_grad_norm is not None and _inside_zero_redundancy_optimizer()
-        if self._in_zero:
+        # Known at construction only (ZeRO builds its local optimizer itself);
+        # clip_grad_norm_ refuses later calls on such an optimizer too.
+        self._in_zero = _inside_zero_redundancy_optimizer()
+        if self._in_zero and max_grad_norm is not None:
             raise ValueError(
                 "FusedRMSprop(max_grad_norm=...) inside ZeroRedundancyOptimizer: each rank "
                 "holds only its shard of the parameters, so it cannot compute the global "
@@ -90,7 +92,7 @@ class GradClipping:
         torch does.
         """
         check_norm_options(max_norm, norm_type)
-        if _inside_zero_redundancy_optimizer() or getattr(self, "_in_zero", False):
+        if self._in_zero:
             raise RuntimeError("FusedRMSprop.clip_grad_norm_ inside ZeroRedundancyOptimizer "
                                "cannot see the global gradient norm")
         total = self._total_norm(float(norm_type))

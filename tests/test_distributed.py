@@ -112,8 +112,18 @@ def _worker(rank, world, init_file, engine, out_dir):
             message = "no error"
         except ValueError as error:
             message = str(error)
+        # without max_grad_norm it builds, and its clip_grad_norm_ is refused
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        zero = ZeroRedundancyOptimizer(_model().parameters(), optimizer_class=FusedRMSprop, **KW)
+        try:
+            zero.optim.clip_grad_norm_(1.0)
+            message_clip = "no error"
+        except RuntimeError as error:
+            message_clip = str(error)
         if rank == 0:
-            torch.save({"message": message}, os.path.join(out_dir, "result.pt"))
+            torch.save({"message": message, "message_clip": message_clip},
+                       os.path.join(out_dir, "result.pt"))
         _finish()
     model, opt = _train(rank, world, engine)
     if engine.startswith("fsdp2"):
@@ -217,8 +227,10 @@ def test_clipping_by_the_global_norm_matches_clip_grad_norm_and_torch(engine, wo
 
 
 def test_clipping_inside_zero_redundancy_optimizer_is_refused():
-    message = _run("zero+clip", 2)["message"]
+    result = _run("zero+clip", 2)
+    message = result["message"]
     assert "ZeroRedundancyOptimizer" in message and "global gradient norm" in message
+    assert "inside ZeroRedundancyOptimizer cannot see the global" in result["message_clip"]
 
 
 def test_checkpoints_move_between_torch_and_fused_with_dcp_on_two_ranks():
