@@ -12,28 +12,42 @@
 namespace fused_rmsprop {
 
 // T: param and grad dtype; S: state dtype (T, or float for half types);
-// kMomentum / kCentered: which optional state exists.
-template <typename T_, typename S_, bool kMomentum_, bool kCentered_>
+// kMomentum / kCentered: which optional state exists; kStochastic: bfloat16
+// values are stored with stochastic rounding (only ever set for bfloat16
+// params, so other dtypes compile one variant).
+template <typename T_, typename S_, bool kMomentum_, bool kCentered_, bool kStochastic_ = false>
 struct KernelTag {
   using T = T_;
   using S = S_;
   static constexpr bool kMomentum = kMomentum_;
   static constexpr bool kCentered = kCentered_;
+  static constexpr bool kStochastic = kStochastic_;
 };
 
-template <typename T, typename S, typename F>
+template <typename T, typename S, bool kStochastic, typename F>
 void dispatch_features(const TensorLists& lists, const F& f) {
   if (lists.has_momentum()) {
     if (lists.centered()) {
-      f(KernelTag<T, S, true, true>{});
+      f(KernelTag<T, S, true, true, kStochastic>{});
     } else {
-      f(KernelTag<T, S, true, false>{});
+      f(KernelTag<T, S, true, false, kStochastic>{});
     }
   } else if (lists.centered()) {
-    f(KernelTag<T, S, false, true>{});
+    f(KernelTag<T, S, false, true, kStochastic>{});
   } else {
-    f(KernelTag<T, S, false, false>{});
+    f(KernelTag<T, S, false, false, kStochastic>{});
   }
+}
+
+template <typename T, typename S, typename F>
+void dispatch_rounding(const TensorLists& lists, const F& f) {
+  if constexpr (std::is_same_v<T, at::BFloat16>) {
+    if (lists.stochastic_rounding()) {
+      dispatch_features<T, S, true>(lists, f);
+      return;
+    }
+  }
+  dispatch_features<T, S, false>(lists, f);
 }
 
 // Calls f(KernelTag<...>{}) for the lists' dtypes and features. The lists
@@ -48,11 +62,11 @@ void dispatch_rmsprop(const TensorLists& lists, const F& f) {
             std::is_same_v<scalar_t, at::Half> ||
             std::is_same_v<scalar_t, at::BFloat16>) {
           if (state_dtype == at::kFloat) {
-            dispatch_features<scalar_t, float>(lists, f);
+            dispatch_rounding<scalar_t, float>(lists, f);
             return;
           }
         }
-        dispatch_features<scalar_t, scalar_t>(lists, f);
+        dispatch_rounding<scalar_t, scalar_t>(lists, f);
       });
 }
 

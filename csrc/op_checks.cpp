@@ -70,6 +70,30 @@ void check_list(
   }
 }
 
+// Stochastic rounding: the kernel reads each param's step counter (the
+// generator's position) on the params' device, all in one dtype.
+void check_rounding_args(const TensorLists& lists) {
+  const auto n = lists.params.size();
+  const at::Tensor& p0 = lists.params[0];
+  TORCH_CHECK(lists.rounding_ids.size() == n,
+      "fused_rmsprop: rounding_ids has ", lists.rounding_ids.size(),
+      " ids but params has ", n, " (pass one per param, or none to round to nearest)");
+  TORCH_CHECK(p0.scalar_type() == at::kBFloat16,
+      "fused_rmsprop: stochastic rounding (rounding_ids) is for bfloat16 params; params "
+      "have dtype ", p0.scalar_type());
+  TORCH_CHECK(lists.state_steps.size() == n,
+      "fused_rmsprop: stochastic rounding needs state_steps (one per param: the "
+      "generator's position), got ", lists.state_steps.size(), " for ", n, " params");
+  const auto step_dtype = lists.state_steps[0].scalar_type();
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& s = lists.state_steps[i];
+    TORCH_CHECK(s.device() == p0.device() && s.scalar_type() == step_dtype,
+        "fused_rmsprop: with stochastic rounding, state_steps[", i, "] must be on ",
+        p0.device(), " with dtype ", step_dtype, " (as state_steps[0]); got ",
+        s.device(), " and ", s.scalar_type());
+  }
+}
+
 }  // namespace
 
 void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& o) {
@@ -88,7 +112,8 @@ void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& o) {
   const auto n = lists.params.size();
   if (n == 0) {
     TORCH_CHECK(lists.grads.empty() && lists.square_avgs.empty() &&
-        lists.momentum_buffers.empty() && lists.grad_avgs.empty(),
+        lists.momentum_buffers.empty() && lists.grad_avgs.empty() &&
+        lists.rounding_ids.empty(),
         "fused_rmsprop: params is empty but the other lists are not");
     return;
   }
@@ -151,6 +176,9 @@ void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& o) {
         (s.device().is_cpu() || s.device() == p0.device()),
         "fused_rmsprop: state_steps[", i, "] must be a one-element float32 or "
         "float64 tensor on the CPU or on ", p0.device());
+  }
+  if (lists.stochastic_rounding()) {
+    check_rounding_args(lists);
   }
 }
 

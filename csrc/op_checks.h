@@ -33,9 +33,15 @@ struct TensorLists {
   // after unscaling (the clipping coefficient), read by the kernel in the
   // params' opmath type; or undefined.
   at::Tensor grad_factor;
+  // Stochastic rounding of bfloat16 stores (NOTE: [stochastic rounding]):
+  // one id per param (its index in the optimizer), or empty to round to
+  // nearest; the generator's seed.
+  c10::ArrayRef<int64_t> rounding_ids;
+  int64_t rounding_seed = 0;
 
   bool has_momentum() const { return !momentum_buffers.empty(); }
   bool centered() const { return !grad_avgs.empty(); }
+  bool stochastic_rounding() const { return !rounding_ids.empty(); }
 };
 
 // Checks the hyperparameters and every tensor of `lists`: matching list
@@ -43,7 +49,9 @@ struct TensorLists {
 // the same dtype, state either of the param dtype or float32 for half-precision
 // params, equal shapes, and one dense memory layout shared by a parameter,
 // its gradient and its state; step counters are one-element float tensors on
-// the CPU or the params' device. Raises c10::Error naming the first offender.
+// the CPU or the params' device; with stochastic rounding, bfloat16 params,
+// one id per param, and step counters of one dtype on the params' device (the
+// kernel reads them). Raises c10::Error naming the first offender.
 void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& opts);
 
 // True when found_inf is a CPU tensor that says the step is skipped.
@@ -115,10 +123,13 @@ void rmsprop_entry(
     const std::optional<at::Tensor>& grad_scale,
     const std::optional<at::Tensor>& found_inf,
     const std::optional<at::Tensor>& lr_tensor,
-    const std::optional<at::Tensor>& grad_factor) {
+    const std::optional<at::Tensor>& grad_factor,
+    c10::ArrayRef<int64_t> rounding_ids,
+    int64_t rounding_seed) {
   const TensorLists lists{params, grads, square_avgs, momentum_buffers, grad_avgs,
       state_steps, grad_scale.value_or(at::Tensor()), found_inf.value_or(at::Tensor()),
-      lr_tensor.value_or(at::Tensor()), grad_factor.value_or(at::Tensor())};
+      lr_tensor.value_or(at::Tensor()), grad_factor.value_or(at::Tensor()), rounding_ids,
+      rounding_seed};
   const RMSpropOptions opts{lr, alpha, eps, weight_decay, momentum, maximize,
       eps_in_sqrt, lr_in_momentum, decoupled_weight_decay};
   run_checked(lists, opts, impl);

@@ -25,6 +25,11 @@
 // gradient-clipping coefficient min(1, max_norm / (norm + 1e-6)), computed
 // on the device, so clipping costs no pass over the gradients of its own.
 //
+// rounding_ids, when not empty, gives each param an id (its index in the
+// optimizer) and turns on stochastic rounding of every bfloat16 value the
+// kernel stores, from a generator keyed on (rounding_seed, id, the param's
+// step counter, element index): NOTE: [rounding generator].
+//
 // rmsprop_check takes the same arguments, checks them as rmsprop_ does, and
 // changes nothing: the optimizer checks every group before updating any.
 #define FUSED_RMSPROP_ARGS(mut_a, mut_b, mut_c, mut_d, mut_e)                   \
@@ -34,7 +39,7 @@
   "float weight_decay, float momentum, bool maximize, bool eps_in_sqrt=False, " \
   "bool lr_in_momentum=False, bool decoupled_weight_decay=False, "              \
   "Tensor? grad_scale=None, Tensor? found_inf=None, Tensor? lr_tensor=None, "        \
-  "Tensor? grad_factor=None) -> ()"
+  "Tensor? grad_factor=None, int[] rounding_ids=[], int rounding_seed=0) -> ()"
 
 TORCH_LIBRARY(fused_rmsprop, m) {
   m.def("rmsprop_" FUSED_RMSPROP_ARGS("(a!)", "(b!)", "(c!)", "(d!)", "(e!)"));

@@ -37,6 +37,8 @@ def _rmsprop_fake(
     found_inf=None,
     lr_tensor=None,
     grad_factor=None,
+    rounding_ids=(),
+    rounding_seed=0,
 ):
     # The op only mutates its inputs in place: nothing to allocate or return.
     # Check what metadata can tell, so a traced call fails as an eager one would.
@@ -56,6 +58,9 @@ def _rmsprop_fake(
     torch._check(momentum == 0 or len(momentum_buffers) == n,
                  lambda: f"fused_rmsprop: momentum = {momentum} > 0 needs one momentum_buffer "
                          "per parameter")
+    torch._check(len(rounding_ids) in (0, n),
+                 lambda: f"fused_rmsprop: rounding_ids has {len(rounding_ids)} ids but params "
+                         f"has {n}")
     return None
 
 

@@ -15,6 +15,7 @@
 #include "../dispatch.h"
 #include "../op_checks.h"
 #include "../rmsprop_rule.h"
+#include "../stochastic_rounding.h"
 
 namespace fused_rmsprop {
 namespace {
@@ -29,9 +30,22 @@ constexpr int64_t kCacheLineBytes = 64;
 #define FUSED_RMSPROP_TARGET_V3 __attribute__((target("arch=x86-64-v3"), noinline))
 #endif
 
+// Where a span's elements are in their tensor's rounding generator (NOTE:
+// [rounding generator]): the keys of their 2^32-element segment and the low
+// 32 bits of the first element's index. Unused when rounding to nearest.
+struct SpanRounding {
+  RoundingKeys keys;
+  uint32_t first = 0;
+
+  SpanRounding at(int64_t offset) const {
+    return {keys, first + static_cast<uint32_t>(offset)};
+  }
+};
+
 // Updates elements [0, n) of one parameter and its state, in place. Inlined
 // into each ISA's copy of the loop (update_span_v4, _v3, _baseline).
-template <typename T, typename S, bool kMomentum, bool kCentered>
+// kStochastic: bfloat16 stores round stochastically (T is bfloat16).
+template <typename T, typename S, bool kMomentum, bool kCentered, bool kStochastic>
 C10_ALWAYS_INLINE void update_elements(
     T* __restrict param,
     const T* __restrict grad,
@@ -39,11 +53,16 @@ C10_ALWAYS_INLINE void update_elements(
     S* __restrict momentum_buffer,
     S* __restrict grad_avg,
     int64_t n,
-    const RMSpropConstants<at::opmath_type<T>>& c) {
+    const RMSpropConstants<at::opmath_type<T>>& c,
+    const SpanRounding& r) {
   using M = at::opmath_type<T>;
   using cpu::load_as;
   using cpu::store_as;
-  for (int64_t i = 0; i < n; ++i) {
+  using cpu::store_stochastic;
+  // The generator's index runs as its own 32-bit counter, which keeps the
+  // vectorized loop in 32-bit lanes (from i it computes 64-bit ones).
+  uint32_t index = r.first;
+  for (int64_t i = 0; i < n; ++i, ++index) {
     M p = load_as<M>(param[i]);
     M v = load_as<M>(square_avg[i]);
     M b = M(0);
@@ -55,13 +74,23 @@ C10_ALWAYS_INLINE void update_elements(
       gbar = load_as<M>(grad_avg[i]);
     }
     rmsprop_update<kMomentum, kCentered>(p, load_as<M>(grad[i]), v, b, gbar, c);
-    param[i] = store_as<T>(p);
-    square_avg[i] = store_as<S>(v);
-    if constexpr (kMomentum) {
-      momentum_buffer[i] = store_as<S>(b);
-    }
-    if constexpr (kCentered) {
-      grad_avg[i] = store_as<S>(gbar);
+    if constexpr (kStochastic) {
+      const uint32_t u0 = lowbias32(index ^ r.keys.k0);
+      param[i] = store_stochastic<T>(p, u0 >> 16);
+      square_avg[i] = store_stochastic<S>(v, u0);
+      if constexpr (cpu::kRoundsStochastically<S> && (kMomentum || kCentered)) {
+        const uint32_t u1 = lowbias32(index ^ r.keys.k1);
+        if constexpr (kMomentum) momentum_buffer[i] = store_stochastic<S>(b, u1 >> 16);
+        if constexpr (kCentered) grad_avg[i] = store_stochastic<S>(gbar, u1);
+      } else {
+        if constexpr (kMomentum) momentum_buffer[i] = store_as<S>(b);
+        if constexpr (kCentered) grad_avg[i] = store_as<S>(gbar);
+      }
+    } else {
+      param[i] = store_as<T>(p);
+      square_avg[i] = store_as<S>(v);
+      if constexpr (kMomentum) momentum_buffer[i] = store_as<S>(b);
+      if constexpr (kCentered) grad_avg[i] = store_as<S>(gbar);
     }
   }
 }
@@ -86,7 +115,8 @@ C10_ALWAYS_INLINE void prefetch(const X* x, int64_t i, int64_t n) {
 // (Our guess at the cause, not measured: the hardware prefetcher alone keeps
 // fewer lines of so many streams in flight.)
 // kPrefetch is false for blocks that are already in L1 (the float16 path).
-template <typename T, typename S, bool kMomentum, bool kCentered, bool kPrefetch>
+template <typename T, typename S, bool kMomentum, bool kCentered, bool kStochastic,
+          bool kPrefetch>
 C10_ALWAYS_INLINE void update_span_body(
     T* __restrict param,
     const T* __restrict grad,
@@ -94,7 +124,8 @@ C10_ALWAYS_INLINE void update_span_body(
     S* __restrict momentum_buffer,
     S* __restrict grad_avg,
     int64_t n,
-    const RMSpropConstants<at::opmath_type<T>> c) {
+    const RMSpropConstants<at::opmath_type<T>> c,
+    const SpanRounding r) {
   constexpr int64_t kBlock = 4 * kCacheLineBytes / sizeof(T);
   constexpr int64_t kAhead = 4 * kBlock;
   int64_t i = 0;
@@ -106,26 +137,28 @@ C10_ALWAYS_INLINE void update_span_body(
       if constexpr (kMomentum) prefetch<1>(momentum_buffer, i + kAhead, kBlock);
       if constexpr (kCentered) prefetch<1>(grad_avg, i + kAhead, kBlock);
     }
-    update_elements<T, S, kMomentum, kCentered>(
+    update_elements<T, S, kMomentum, kCentered, kStochastic>(
         param + i, grad + i, square_avg + i,
         kMomentum ? momentum_buffer + i : nullptr, kCentered ? grad_avg + i : nullptr,
-        kBlock, c);
+        kBlock, c, r.at(i));
   }
-  update_elements<T, S, kMomentum, kCentered>(
+  update_elements<T, S, kMomentum, kCentered, kStochastic>(
       param + i, grad + i, square_avg + i,
       kMomentum ? momentum_buffer + i : nullptr, kCentered ? grad_avg + i : nullptr,
-      n - i, c);
+      n - i, c, r.at(i));
 }
 
 // The copies of the loop per ISA; each inlines update_span_body and
 // everything it calls, compiled for its target.
 #define FUSED_RMSPROP_SPAN_COPY(NAME, ATTRIBUTES)                                   \
-  template <typename T, typename S, bool kMomentum, bool kCentered, bool kPrefetch> \
+  template <typename T, typename S, bool kMomentum, bool kCentered, bool kStochastic, \
+            bool kPrefetch>                                                         \
   ATTRIBUTES void NAME(T* __restrict param, const T* __restrict grad,               \
       S* __restrict square_avg, S* __restrict momentum_buffer,                      \
-      S* __restrict grad_avg, int64_t n, const RMSpropConstants<at::opmath_type<T>> c) { \
-    update_span_body<T, S, kMomentum, kCentered, kPrefetch>(                        \
-        param, grad, square_avg, momentum_buffer, grad_avg, n, c);                  \
+      S* __restrict grad_avg, int64_t n, const RMSpropConstants<at::opmath_type<T>> c, \
+      const SpanRounding r) {                                                       \
+    update_span_body<T, S, kMomentum, kCentered, kStochastic, kPrefetch>(           \
+        param, grad, square_avg, momentum_buffer, grad_avg, n, c, r);               \
   }
 FUSED_RMSPROP_SPAN_COPY(update_span_baseline, __attribute__((noinline)))
 #ifdef FUSED_RMSPROP_X86_ISAS
@@ -135,23 +168,24 @@ FUSED_RMSPROP_SPAN_COPY(update_span_v4, FUSED_RMSPROP_TARGET_V4)
 #undef FUSED_RMSPROP_SPAN_COPY
 
 // Runs the copy of the loop for the active ISA.
-template <typename T, typename S, bool kMomentum, bool kCentered, bool kPrefetch = true>
+template <typename T, typename S, bool kMomentum, bool kCentered, bool kStochastic,
+          bool kPrefetch = true>
 void update_span(T* param, const T* grad, S* square_avg, S* momentum_buffer, S* grad_avg,
-    int64_t n, const RMSpropConstants<at::opmath_type<T>>& c) {
+    int64_t n, const RMSpropConstants<at::opmath_type<T>>& c, const SpanRounding& r) {
 #ifdef FUSED_RMSPROP_X86_ISAS
   switch (cpu::active_isa()) {
     case cpu::Isa::kX86_64_V4:
-      return update_span_v4<T, S, kMomentum, kCentered, kPrefetch>(
-          param, grad, square_avg, momentum_buffer, grad_avg, n, c);
+      return update_span_v4<T, S, kMomentum, kCentered, kStochastic, kPrefetch>(
+          param, grad, square_avg, momentum_buffer, grad_avg, n, c, r);
     case cpu::Isa::kX86_64_V3:
-      return update_span_v3<T, S, kMomentum, kCentered, kPrefetch>(
-          param, grad, square_avg, momentum_buffer, grad_avg, n, c);
+      return update_span_v3<T, S, kMomentum, kCentered, kStochastic, kPrefetch>(
+          param, grad, square_avg, momentum_buffer, grad_avg, n, c, r);
     case cpu::Isa::kBaseline:
       break;
   }
 #endif
-  update_span_baseline<T, S, kMomentum, kCentered, kPrefetch>(
-      param, grad, square_avg, momentum_buffer, grad_avg, n, c);
+  update_span_baseline<T, S, kMomentum, kCentered, kStochastic, kPrefetch>(
+      param, grad, square_avg, momentum_buffer, grad_avg, n, c, r);
 }
 
 // float16 params: block by block, convert to float32 (F16C), run the float32
@@ -190,7 +224,8 @@ void update_span_half(
     float* vs = load_state(square_avg, v);
     float* bs = kMomentum ? load_state(momentum_buffer, b) : nullptr;
     float* as = kCentered ? load_state(grad_avg, a) : nullptr;
-    update_span<float, float, kMomentum, kCentered, false>(p, g, vs, bs, as, m, c);
+    update_span<float, float, kMomentum, kCentered, false, false>(
+        p, g, vs, bs, as, m, c, SpanRounding{});
     cpu::float_to_half(p, param + i0, m);
     store_state(square_avg, v);
     if constexpr (kMomentum) store_state(momentum_buffer, b);
@@ -198,16 +233,23 @@ void update_span_half(
   }
 }
 
-template <typename T, typename S, bool kMomentum, bool kCentered>
+template <typename T, typename S, bool kMomentum, bool kCentered, bool kStochastic>
 void update_param(T* param, const T* grad, S* square_avg, S* momentum_buffer,
-    S* grad_avg, int64_t n, const RMSpropConstants<at::opmath_type<T>>& c) {
+    S* grad_avg, int64_t n, const RMSpropConstants<at::opmath_type<T>>& c,
+    const SpanRounding& r) {
   if constexpr (std::is_same_v<T, c10::Half>) {
     update_span_half<S, kMomentum, kCentered>(
         param, grad, square_avg, momentum_buffer, grad_avg, n, c);
   } else {
-    update_span<T, S, kMomentum, kCentered>(
-        param, grad, square_avg, momentum_buffer, grad_avg, n, c);
+    update_span<T, S, kMomentum, kCentered, kStochastic>(
+        param, grad, square_avg, momentum_buffer, grad_avg, n, c, r);
   }
+}
+
+// The step counter of a CPU parameter, read in place (no dispatch per tensor).
+double read_step(const at::Tensor& step) {
+  return step.scalar_type() == at::kFloat ? *step.const_data_ptr<float>()
+                                          : *step.const_data_ptr<double>();
 }
 
 // NOTE: [flat index space] The work of a call is one index space of units
@@ -243,6 +285,15 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
     o.lr = lists.lr_tensor.item<double>();  // a CPU tensor: no synchronisation
   }
   RMSpropConstants<M> c(o);
+  // NOTE: [rounding generator]: each tensor's key at this step.
+  std::vector<std::pair<uint64_t, uint64_t>> rounding;  // (stream, step)
+  if constexpr (Tag::kStochastic) {
+    rounding.resize(n);
+    for (int64_t t = 0; t < n; ++t) {
+      rounding[t] = {rounding_stream(lists.rounding_seed, lists.rounding_ids[t]),
+                     step_counter(read_step(lists.state_steps[t]))};
+    }
+  }
   if (lists.grad_scale.defined()) {
     c.grad_inv_scale = inverse_grad_scale<M>(lists.grad_scale.item<float>());
   }
@@ -264,16 +315,27 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
           if (last <= first) {
             continue;
           }
+          T* p = static_cast<T*>(data(lists.params[t]));
+          const T* g = static_cast<const T*>(data(lists.grads[t]));
+          S* v = static_cast<S*>(data(lists.square_avgs[t]));
           S* b = state_ptr(lists.momentum_buffers, t);
           S* gbar = state_ptr(lists.grad_avgs, t);
-          update_param<T, S, Tag::kMomentum, Tag::kCentered>(
-              static_cast<T*>(data(lists.params[t])) + first,
-              static_cast<const T*>(data(lists.grads[t])) + first,
-              static_cast<S*>(data(lists.square_avgs[t])) + first,
-              b ? b + first : nullptr,
-              gbar ? gbar + first : nullptr,
-              last - first,
-              c);
+          // A span is cut where the generator's segment changes (every 2^32
+          // elements); without rounding it is one piece.
+          for (int64_t lo = first; lo < last;) {
+            int64_t hi = last;
+            SpanRounding r;
+            if constexpr (Tag::kStochastic) {
+              const int64_t segment = lo >> 32;
+              hi = std::min(last, (segment + 1) << 32);
+              r = {RoundingKeys(rounding[t].first, rounding[t].second, segment),
+                   static_cast<uint32_t>(lo)};
+            }
+            update_param<T, S, Tag::kMomentum, Tag::kCentered, Tag::kStochastic>(
+                p + lo, g + lo, v + lo, b ? b + lo : nullptr, gbar ? gbar + lo : nullptr,
+                hi - lo, c, r);
+            lo = hi;
+          }
         }
       });
 }

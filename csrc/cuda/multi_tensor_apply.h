@@ -29,6 +29,11 @@ constexpr int64_t kChunkSize = 65536;
 // blocks one launch holds. The numbers are torch's MultiTensorApply.cuh ones
 // for the same limits.
 //
+// Stochastic rounding adds two words per tensor (NOTE: [rounding generator]):
+// the address of its step counter and its generator stream; the layouts for
+// 6 and 7 words per tensor (entries 6 and 7 below) keep the bytes per launch
+// of the 5-tensor layout.
+//
 // 4 KB: 320 blocks, 61 % of one wave on an H100 (132 SMs x 4 resident
 // 512-thread blocks); a 1e9-element step needs 48 launches.
 // 32 KB: 2240 blocks (4.2 waves on an H100); a 1e9-element step needs 7 and a
@@ -41,14 +46,14 @@ struct LaunchLimits;
 
 template <>
 struct LaunchLimits<kSmallArgBytes> {
-  static constexpr int kTensors[6] = {0, 0, 0, 48, 36, 30};
+  static constexpr int kTensors[8] = {0, 0, 0, 48, 36, 30, 25, 22};
   static constexpr int kBlocks = 320;
   using BlockToTensor = unsigned char;
 };
 
 template <>
 struct LaunchLimits<kLargeArgBytes> {
-  static constexpr int kTensors[6] = {0, 0, 0, 336, 252, 210};
+  static constexpr int kTensors[8] = {0, 0, 0, 336, 252, 210, 180, 157};
   static constexpr int kBlocks = 2240;
   using BlockToTensor = uint16_t;
 };
@@ -66,10 +71,21 @@ constexpr int kDefaultArgBytes = kLargeArgBytes;  // as the CUDA 13 build
 constexpr int kDefaultArgBytes = kSmallArgBytes;
 #endif
 
-template <int kDepth, int kArgBytes>
-struct TensorListMetadata {
+// One 64-bit word per tensor besides its addresses, or nothing.
+template <int kTensors, bool kWords>
+struct TensorWords {
+  uint64_t word[kTensors];
+};
+template <int kTensors>
+struct TensorWords<kTensors, false> {};
+
+// kDepth addresses per tensor (a tensor of each list), and with kWords one
+// more word (the rounding generator's stream).
+template <int kDepth, int kArgBytes, bool kWords = false>
+struct TensorListMetadata
+    : TensorWords<LaunchLimits<kArgBytes>::kTensors[kDepth + kWords], kWords> {
   using Limits = LaunchLimits<kArgBytes>;
-  static constexpr int kTensors = Limits::kTensors[kDepth];
+  static constexpr int kTensors = Limits::kTensors[kDepth + kWords];
   static constexpr int kBlocks = Limits::kBlocks;
   const void* addresses[kDepth][kTensors];
   int64_t numel[kTensors];
@@ -85,18 +101,28 @@ static_assert(sizeof(TensorListMetadata<5, kSmallArgBytes>) <= kSmallArgBytes - 
 static_assert(sizeof(TensorListMetadata<3, kLargeArgBytes>) <= kLargeArgBytes - kOtherArgBytes);
 static_assert(sizeof(TensorListMetadata<4, kLargeArgBytes>) <= kLargeArgBytes - kOtherArgBytes);
 static_assert(sizeof(TensorListMetadata<5, kLargeArgBytes>) <= kLargeArgBytes - kOtherArgBytes);
+static_assert(sizeof(TensorListMetadata<4, kSmallArgBytes, true>) <= kSmallArgBytes - kOtherArgBytes);
+static_assert(sizeof(TensorListMetadata<5, kSmallArgBytes, true>) <= kSmallArgBytes - kOtherArgBytes);
+static_assert(sizeof(TensorListMetadata<6, kSmallArgBytes, true>) <= kSmallArgBytes - kOtherArgBytes);
+static_assert(sizeof(TensorListMetadata<4, kLargeArgBytes, true>) <= kLargeArgBytes - kOtherArgBytes);
+static_assert(sizeof(TensorListMetadata<5, kLargeArgBytes, true>) <= kLargeArgBytes - kOtherArgBytes);
+static_assert(sizeof(TensorListMetadata<6, kLargeArgBytes, true>) <= kLargeArgBytes - kOtherArgBytes);
+static_assert(sizeof(TensorListMetadata<3, kSmallArgBytes>) ==
+              sizeof(TensorListMetadata<3, kSmallArgBytes, false>));
 
 // Calls launch(meta, num_blocks) for each launch needed to cover every chunk
-// of every non-empty tensor of `lists` (lists[d][t] is tensor t of list d).
+// of every non-empty tensor of `lists` (lists[d][t] is tensor t of list d);
+// with kWords, words[t] is tensor t's word.
 //
 // NOTE: [carry-over] A launch is issued when its tensor slots or block slots
 // are full. If that happens in the middle of a tensor, the tensor's entry is
 // moved to slot 0 of the next launch, whose blocks continue with the tensor's
 // next chunk: a tensor may straddle any number of launches.
-template <int kDepth, int64_t kChunk, int kArgBytes, typename Launch>
+template <int kDepth, int64_t kChunk, int kArgBytes, bool kWords = false, typename Launch>
 void multi_tensor_apply(
-    const std::array<at::TensorList, kDepth>& lists, const Launch& launch) {
-  using Meta = TensorListMetadata<kDepth, kArgBytes>;
+    const std::array<at::TensorList, kDepth>& lists, const Launch& launch,
+    c10::ArrayRef<uint64_t> words = {}) {
+  using Meta = TensorListMetadata<kDepth, kArgBytes, kWords>;
   using BlockToTensor = typename Meta::Limits::BlockToTensor;
   Meta meta;
   int tensors = 0;
@@ -110,6 +136,9 @@ void multi_tensor_apply(
     meta.numel[tensors] = numel;
     for (int d = 0; d < kDepth; ++d) {
       meta.addresses[d][tensors] = lists[d][t].data_ptr();
+    }
+    if constexpr (kWords) {
+      meta.word[tensors] = words[t];
     }
     ++tensors;
     const int64_t chunks = (numel + kChunk - 1) / kChunk;
@@ -127,6 +156,9 @@ void multi_tensor_apply(
           meta.numel[0] = meta.numel[tensors - 1];
           for (int d = 0; d < kDepth; ++d) {
             meta.addresses[d][0] = meta.addresses[d][tensors - 1];
+          }
+          if constexpr (kWords) {
+            meta.word[0] = meta.word[tensors - 1];
           }
           tensors = 1;
         }

@@ -7,10 +7,13 @@
 
 #include <array>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "../op_checks.h"
 #include "../rmsprop_rule.h"
+#include "../stochastic_rounding.h"
 #include "cuda_or_emulation.h"
 #include "multi_tensor_apply.h"
 
@@ -36,13 +39,26 @@ FUSED_RMSPROP_DEVICE void load_vector(M (&r)[kILP], const T* base, int64_t i) {
   }
 }
 
-// ... and stores them back.
-template <typename T, typename M>
-FUSED_RMSPROP_DEVICE void store_vector(T* base, int64_t i, const M (&r)[kILP]) {
+// x stored as X: rounded to nearest (c10's conversion), or, with
+// kStochastic and X bfloat16, stochastically with the low 16 bits of `bits`
+// (NOTE: [stochastic rounding]).
+template <typename X, bool kStochastic, typename M>
+FUSED_RMSPROP_DEVICE X store_rounded(M x, uint32_t bits) {
+  if constexpr (kStochastic && std::is_same_v<X, c10::BFloat16>) {
+    return X(bf16_bits_stochastic(x, bits), X::from_bits());
+  } else {
+    return static_cast<X>(x);
+  }
+}
+
+// ... and stores them back (lane k rounded with bits[k] >> shift).
+template <bool kStochastic, typename T, typename M>
+FUSED_RMSPROP_DEVICE void store_vector(T* base, int64_t i, const M (&r)[kILP],
+                                       const uint32_t (&bits)[kILP], int shift) {
   AlignedVector<T, kILP> v;
 #pragma unroll
   for (int k = 0; k < kILP; ++k) {
-    v.val[k] = static_cast<T>(r[k]);
+    v.val[k] = store_rounded<T, kStochastic>(r[k], bits[k] >> shift);
   }
   reinterpret_cast<AlignedVector<T, kILP>*>(base)[i] = v;
 }
@@ -56,6 +72,7 @@ struct DeviceScalars {
   const float* found_inf;
   const float* grad_factor;     // the clipping coefficient, float32 or
   const double* grad_factor64;  // float64
+  bool step_is_double;          // stochastic rounding: the step counters' dtype
 };
 
 static_assert(sizeof(RMSpropOptions) + sizeof(DeviceScalars) <= kOtherArgBytes,
@@ -68,9 +85,14 @@ struct RMSpropChunk {
   using M = at::opmath_type<T>;
   static constexpr bool kMom = Tag::kMomentum;
   static constexpr bool kCen = Tag::kCentered;
-  static constexpr int kDepth = 3 + kMom + kCen;
+  static constexpr bool kSR = Tag::kStochastic;
+  // bfloat16 state is rounded with u1 too (u0 alone covers param and square_avg)
+  static constexpr bool kSRState = kSR && std::is_same_v<S, c10::BFloat16> && (kMom || kCen);
+  static constexpr int kDepth = 3 + kMom + kCen + kSR;
   static constexpr int kBuf = 3;            // address slot of momentum_buffer
   static constexpr int kAvg = 3 + kMom;     // address slot of grad_avg
+  static constexpr int kStep = 3 + kMom + kCen;  // of the step counter (kSR)
+  static_assert((int64_t{1} << 32) % kChunk == 0, "a chunk must not straddle a segment");
 
   template <typename Meta>
   FUSED_RMSPROP_DEVICE void operator()(
@@ -107,8 +129,20 @@ struct RMSpropChunk {
     S* v = state(meta, 2, tensor, start);
     S* b = kMom ? state(meta, kBuf, tensor, start) : nullptr;
     S* a = kCen ? state(meta, kAvg, tensor, start) : nullptr;
+    // NOTE: [rounding generator]: the keys of this tensor at this step. A
+    // chunk never straddles a 2^32-element segment (kChunk divides 2^32).
+    RoundingKeys keys;
+    if constexpr (kSR) {
+      const void* step = meta.addresses[kStep][tensor];
+      const double value = device.step_is_double
+          ? *static_cast<const double*>(step)
+          : static_cast<double>(*static_cast<const float*>(step));
+      keys = RoundingKeys(meta.word[tensor], step_counter(value),
+                          static_cast<uint64_t>(start) >> 32);
+    }
 
     M rp[kILP], rg[kILP], rv[kILP], rb[kILP] = {}, ra[kILP] = {};
+    uint32_t u0[kILP] = {}, u1[kILP] = {};
     // NOTE: [fast path] When every pointer of the chunk is aligned to kILP
     // elements and the chunk is a whole number of vectors, each thread moves
     // kILP elements per tensor with one 128-bit (for fp32) load and store.
@@ -126,11 +160,16 @@ struct RMSpropChunk {
 #pragma unroll
         for (int k = 0; k < kILP; ++k) {
           rmsprop_update<kMom, kCen>(rp[k], rg[k], rv[k], rb[k], ra[k], c);
+          if constexpr (kSR) {
+            const auto index = static_cast<uint32_t>(start + i * kILP + k);
+            u0[k] = lowbias32(index ^ keys.k0);
+            if constexpr (kSRState) u1[k] = lowbias32(index ^ keys.k1);
+          }
         }
-        store_vector(p, i, rp);
-        store_vector(v, i, rv);
-        if constexpr (kMom) store_vector(b, i, rb);
-        if constexpr (kCen) store_vector(a, i, ra);
+        store_vector<kSR>(p, i, rp, u0, 16);
+        store_vector<kSR>(v, i, rv, u0, 0);
+        if constexpr (kMom) store_vector<kSR>(b, i, rb, u1, 16);
+        if constexpr (kCen) store_vector<kSR>(a, i, ra, u1, 0);
       }
       return;
     }
@@ -144,10 +183,16 @@ struct RMSpropChunk {
           if constexpr (kCen) ma = static_cast<M>(a[i]);
           M mp = static_cast<M>(p[i]), mv = static_cast<M>(v[i]);
           rmsprop_update<kMom, kCen>(mp, static_cast<M>(g[i]), mv, mb, ma, c);
-          p[i] = static_cast<T>(mp);
-          v[i] = static_cast<S>(mv);
-          if constexpr (kMom) b[i] = static_cast<S>(mb);
-          if constexpr (kCen) a[i] = static_cast<S>(ma);
+          uint32_t r0 = 0, r1 = 0;
+          if constexpr (kSR) {
+            const auto index = static_cast<uint32_t>(start + i);
+            r0 = lowbias32(index ^ keys.k0);
+            if constexpr (kSRState) r1 = lowbias32(index ^ keys.k1);
+          }
+          p[i] = store_rounded<T, kSR>(mp, r0 >> 16);
+          v[i] = store_rounded<S, kSR>(mv, r0);
+          if constexpr (kMom) b[i] = store_rounded<S, kSR>(mb, r1 >> 16);
+          if constexpr (kCen) a[i] = store_rounded<S, kSR>(ma, r1);
         }
       }
     }
@@ -179,6 +224,14 @@ void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, cons
   tl[2] = lists.square_avgs;
   if constexpr (Chunk::kMom) tl[Chunk::kBuf] = lists.momentum_buffers;
   if constexpr (Chunk::kCen) tl[Chunk::kAvg] = lists.grad_avgs;
+  std::vector<uint64_t> streams;  // the rounding generator's, per tensor
+  if constexpr (Chunk::kSR) {
+    tl[Chunk::kStep] = lists.state_steps;
+    streams.reserve(lists.params.size());
+    for (const int64_t id : lists.rounding_ids) {
+      streams.push_back(rounding_stream(lists.rounding_seed, id));
+    }
+  }
   auto pointer = [](const at::Tensor& t) -> const float* {
     return t.defined() ? t.const_data_ptr<float>() : nullptr;
   };
@@ -191,12 +244,15 @@ void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, cons
   };
   const auto [lr32, lr64] = pointers(lists.lr_tensor);
   const auto [factor32, factor64] = pointers(lists.grad_factor);
+  const bool step_is_double =
+      Chunk::kSR && lists.state_steps[0].scalar_type() == at::kDouble;
   const DeviceScalars device{lr32, lr64, pointer(lists.grad_scale), pointer(lists.found_inf),
-      factor32, factor64};
-  using Meta = TensorListMetadata<kDepth, kArgBytes>;
-  multi_tensor_apply<kDepth, kChunk, kArgBytes>(tl, [&](const Meta& meta, int blocks) {
-    launch(&rmsprop_multi_tensor_kernel<Chunk, Meta>, blocks, meta, opts, device);
-  });
+      factor32, factor64, step_is_double};
+  using Meta = TensorListMetadata<kDepth, kArgBytes, Chunk::kSR>;
+  multi_tensor_apply<kDepth, kChunk, kArgBytes, Chunk::kSR>(
+      tl, [&](const Meta& meta, int blocks) {
+        launch(&rmsprop_multi_tensor_kernel<Chunk, Meta>, blocks, meta, opts, device);
+      }, streams);
 }
 
 }  // namespace fused_rmsprop

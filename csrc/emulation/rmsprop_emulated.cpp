@@ -69,11 +69,13 @@ void rmsprop_emulated_op(
     bool maximize, bool eps_in_sqrt, bool lr_in_momentum,
     bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
     const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& lr_tensor,
-    const std::optional<at::Tensor>& grad_factor, int64_t chunk_size, int64_t kernel_arg_bytes) {
+    const std::optional<at::Tensor>& grad_factor, c10::ArrayRef<int64_t> rounding_ids,
+    int64_t rounding_seed, int64_t chunk_size, int64_t kernel_arg_bytes) {
   const RMSpropImpl impl = emulated_impl(chunk_size, kernel_arg_bytes);
   const TensorLists lists{params, grads, square_avgs, momentum_buffers, grad_avgs,
       state_steps, grad_scale.value_or(at::Tensor()), found_inf.value_or(at::Tensor()),
-      lr_tensor.value_or(at::Tensor()), grad_factor.value_or(at::Tensor())};
+      lr_tensor.value_or(at::Tensor()), grad_factor.value_or(at::Tensor()), rounding_ids,
+      rounding_seed};
   const RMSpropOptions opts{lr, alpha, eps, weight_decay, momentum, maximize,
       eps_in_sqrt, lr_in_momentum, decoupled_weight_decay};
   g_launches = 0;
@@ -118,7 +120,7 @@ TORCH_LIBRARY(fused_rmsprop_emulation, m) {
       "bool maximize, bool eps_in_sqrt=False, bool lr_in_momentum=False, "
       "bool decoupled_weight_decay=False, Tensor? grad_scale=None, "
       "Tensor? found_inf=None, Tensor? lr_tensor=None, Tensor? grad_factor=None, "
-      "int chunk_size=65536, "
+      "int[] rounding_ids=[], int rounding_seed=0, int chunk_size=65536, "
       "int kernel_arg_bytes=32764) -> ()");
   m.impl("rmsprop_", c10::DispatchKey::CPU, &rmsprop_emulated_op);
   m.def("last_launches() -> int", &last_launches);
