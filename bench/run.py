@@ -54,6 +54,8 @@ def parse_args(argv):
                         "cases.HEADLINES (CPU 6.4e7; GPU 1e8 and gpt2-small)")
     p.add_argument("--clipping-size", type=float, default=6.4e7,
                    help="elements of the clipping cases (0: none)")
+    p.add_argument("--rounding-size", type=float, default=6.4e7,
+                   help="elements of the stochastic-rounding cases (0: none)")
     p.add_argument("--quick", action="store_true",
                    help="sizes up to 1e6, the 200x50K and 200x16 lists only, no compile baseline")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
@@ -63,6 +65,7 @@ def parse_args(argv):
         args.models = ["200x50K", "200x16"]
         args.compile = "none"
         args.clipping_size = 0
+        args.rounding_size = 0
     return args
 
 
@@ -198,6 +201,34 @@ def run_clipping(device, args):
     return result
 
 
+def run_rounding(device, args):
+    """The cost of stochastic rounding: a bfloat16 step of args.rounding_size
+    elements with stochastic_rounding=True against the same step rounding to
+    nearest, timed interleaved, with bfloat16 state (torch's default) and with
+    float32 state."""
+    n = int(args.rounding_size)
+    if not n:
+        return None
+    print(f"  stochastic rounding cases, {cases.size_name(n)} bfloat16 ...", end="", flush=True)
+    started = time.perf_counter()
+    result = {"numel": n}
+    for state in ("bfloat16", "float32"):
+        params = harness.make_params([(n,)], torch.bfloat16, device)
+        options = {"state_dtype": torch.float32} if state == "float32" else {}
+        times, _ = harness.time_case(params, options, ["fused", "fused+sr"], 21, device, 0)
+        del params
+        result[f"{state} state"] = dict(
+            ms={k: 1e3 * statistics.median(v) for k, v in times.items()},
+            cost_pct=100 * (harness.paired(times["fused+sr"], times["fused"]) - 1))
+    print(f" {time.perf_counter() - started:.1f}s", flush=True)
+    for state in ("bfloat16", "float32"):
+        r = result[f"{state} state"]
+        print(f"stochastic rounding, {cases.size_name(n)} bfloat16 params, {state} state: "
+              f"{r['ms']['fused+sr']:.2f} ms against {r['ms']['fused']:.2f} ms rounding to "
+              f"nearest: {r['cost_pct']:+.1f} %")
+    return result
+
+
 def main(argv=None):
     args = parse_args(argv)
     devices = [args.device] if args.device else ["cpu"] + [
@@ -213,7 +244,9 @@ def main(argv=None):
     for device in devices:
         probe, rows = run_device(device, args)
         clipping = run_clipping(device, args)
-        results["devices"][device] = dict(roofline_gbps=probe, rows=rows, clipping=clipping)
+        rounding = run_rounding(device, args)
+        results["devices"][device] = dict(roofline_gbps=probe, rows=rows, clipping=clipping,
+                                          rounding=rounding)
         print()
         report.print_table(rows, probe, harness.probe_for(device)[0])
         tag = device.replace(":", "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ._op_args import rounding_seed_from
 from ._state import STATE_KEYS, new_step, state_dtype
 
 # FusedRMSprop's own param-group options with the values that reproduce
@@ -20,6 +21,7 @@ EXTRA_DEFAULTS = {
     "lr_in_momentum": False,
     "decoupled_weight_decay": False,
     "state_dtype": None,
+    "stochastic_rounding": False,
 }
 
 
@@ -32,6 +34,8 @@ class TorchFormatCheckpoints:
             for key, default in EXTRA_DEFAULTS.items():
                 if key in group and group[key] == default:
                     del group[key]
+            if not group.get("stochastic_rounding", False):
+                group.pop("rounding_seed", None)  # used only with stochastic rounding
         return state_dict
 
     def __setstate__(self, state):
@@ -40,6 +44,9 @@ class TorchFormatCheckpoints:
         for key, value in (("max_grad_norm", None), ("norm_type", 2.0), ("_in_zero", False)):
             self.__dict__.setdefault(key, value)
         self.__dict__.setdefault("_clipping", {"pending": None, "last": None})
+        # pickled before stochastic rounding existed
+        self.defaults.setdefault("stochastic_rounding", False)
+        self.defaults.setdefault("rounding_seed", rounding_seed_from(None))
         for group in self.param_groups:
             # Groups loaded from torch.optim.RMSprop (or saved at the
             # defaults) lack some keys; they take this optimizer's settings.

@@ -60,6 +60,27 @@ def lr_for(lr, device):
     return {"lr_tensor": lr.to(device, dtype, non_blocking=True).reshape(())}
 
 
+def rounding_seed_from(seed):
+    """The generator seed of stochastic rounding: `seed`, or by default
+    torch.initial_seed() (which torch.manual_seed sets), as a signed 64-bit
+    integer (the op's int)."""
+    if seed is None:
+        seed = torch.initial_seed()
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**64:
+        raise ValueError(f"Invalid rounding_seed: {seed!r}; expected None or an integer "
+                         "in [-2**63, 2**64)")
+    return seed - 2**64 if seed >= 2**63 else seed
+
+
+def rounding_for(group, dtype, ids):
+    """The stochastic-rounding arguments of a call: the params' ids (their
+    indices in the optimizer) and the seed, for bfloat16 params of a group
+    that asks for it; nothing otherwise (round to nearest)."""
+    if not group["stochastic_rounding"] or dtype != torch.bfloat16:
+        return {}
+    return {"rounding_ids": ids, "rounding_seed": rounding_seed_from(group["rounding_seed"])}
+
+
 def op_kwargs(group):
     lr = group["lr"]
     return dict(

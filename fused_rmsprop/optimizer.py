@@ -8,7 +8,8 @@ from torch.optim.optimizer import Optimizer
 
 from ._checkpoint import TorchFormatCheckpoints
 from ._clipping import GradClipping
-from ._op_args import amp_tensors, grad_factor_for, lr_for, op_kwargs
+from ._op_args import (amp_tensors, grad_factor_for, lr_for, op_kwargs, rounding_for,
+                       rounding_seed_from)
 from ._ops import rmsprop_, rmsprop_check
 from ._state import (STATE_KEYS, DTensor, Where, as_real, check_state, dense_layout,
                      is_dense, local_shards, new_state, state_dtype, zeros_state)
@@ -55,6 +56,16 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
     the last clipped step is ``last_grad_norm`` (a tensor). ``clip_grad_norm_``
     does the same for the next step only, where torch's call was.
 
+    ``stochastic_rounding=True`` stores bfloat16 parameters (and bfloat16
+    state) with stochastic rounding instead of round-to-nearest, so updates
+    smaller than half a bfloat16 ulp survive in expectation (pure-bfloat16
+    training without a float32 copy). The random bits come from a
+    counter-based generator keyed on ``rounding_seed`` (default:
+    ``torch.initial_seed()``), the parameter's index in the optimizer, its
+    ``step`` and the element's index: results are reproducible, independent
+    of the thread count, the same on CPU and CUDA, and a checkpoint carries
+    the generator's position. Parameters of other dtypes are unaffected.
+
     ``state_dict()`` has torch.optim.RMSprop's format (the switches above are
     left out where they have torch's values), so checkpoints, including
     ``torch.distributed.checkpoint`` ones, move between the two classes.
@@ -85,6 +96,8 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
         state_dtype: torch.dtype | None = None,
         max_grad_norm: float | None = None,
         norm_type: float = 2.0,
+        stochastic_rounding: bool = False,
+        rounding_seed: int | None = None,
     ) -> None:
         # The same checks, in the same order and words, as torch.optim.RMSprop.
         if isinstance(lr, Tensor) and lr.numel() != 1:
@@ -104,6 +117,10 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
         if state_dtype not in (None, torch.float32):
             raise ValueError(f"Invalid state_dtype: {state_dtype}; use None (the parameter's "
                              "dtype, as torch) or torch.float32 (for float16/bfloat16 params)")
+        if not isinstance(stochastic_rounding, bool):
+            raise ValueError(f"Invalid stochastic_rounding: {stochastic_rounding!r}; expected "
+                             "True or False")
+        rounding_seed = rounding_seed_from(rounding_seed)
         if differentiable:
             raise ValueError(
                 "FusedRMSprop does not support differentiable=True: its fused step "
@@ -125,6 +142,8 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
             "lr_in_momentum": lr_in_momentum,
             "decoupled_weight_decay": decoupled_weight_decay,
             "state_dtype": state_dtype,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
         }
         self._init_clipping(max_grad_norm, norm_type)
         super().__init__(params, defaults)
@@ -202,17 +221,23 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
         state = self.state
         amp = amp_tensors(self)
         factor = grad_factor_for(factor)  # the clipping coefficient, or None
+        first_id = 0  # the index in the optimizer of the group's first param
         for index, group in enumerate(self.param_groups):
+            group_first_id, first_id = first_id, first_id + len(group["params"])
             momentum, centered = group["momentum"] > 0, group["centered"]
             special = regroup or index in self._special_groups
             lists = ([], [], [], [], [], [])
             params, grads, square_avgs, buffers, grad_avgs, steps = lists
+            ids = []  # each param's index in the optimizer (its state_dict key)
+            rounding = group["stochastic_rounding"]
             views = []
             try:
-                for p in group["params"]:
+                for i, p in enumerate(group["params"]):
                     grad = p.grad
                     if grad is None:
                         continue
+                    if rounding:
+                        ids.append(group_first_id + i)
                     s = state.get(p)
                     if not s:
                         return None
@@ -241,22 +266,23 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
                     continue
                 if special:
                     present = [lst for lst in lists if lst]
-                    grouped = torch._C._group_tensors_by_device_and_dtype(present, False)
+                    grouped = torch._C._group_tensors_by_device_and_dtype(present, True)
                     if len(grouped) > 1 or views:
                         self._special_groups.add(index)
-                    splits = []
-                    for sub_lists, _ in grouped.values():
+                    splits, split_ids = [], []
+                    for sub_lists, positions in grouped.values():
                         sub = iter(sub_lists)
                         splits.append([next(sub) if lst else [] for lst in lists])
+                        split_ids.append([ids[k] for k in positions] if ids else ids)
                 else:
-                    splits = [list(lists)]
+                    splits, split_ids = [list(lists)], [ids]
             except (KeyError, TypeError, AttributeError, RuntimeError):
                 return None
             kwargs = op_kwargs(group)
-            for i, args in enumerate(splits):
-                device = args[0][0].device
+            for i, (args, args_ids) in enumerate(zip(splits, split_ids)):
+                device, dtype = args[0][0].device, args[0][0].dtype
                 call_kwargs = dict(kwargs, **amp(device), **lr_for(group["lr"], device),
-                                   **factor(device, args[0][0].dtype))
+                                   **factor(device, dtype), **rounding_for(group, dtype, args_ids))
                 calls.append(_Call(args, call_kwargs, views if i == len(splits) - 1 else ()))
         return calls
 

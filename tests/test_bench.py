@@ -63,7 +63,8 @@ def test_a_tiny_benchmark_run_writes_its_table_json_and_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     assert run.main(["--device", "cpu", "--sizes", "1000", "20000", "--models",
                      "--dtypes", "float32", "bfloat16", "--compile", "none",
-                     "--clipping-size", "20000", "--out", str(tmp_path)]) == 0
+                     "--clipping-size", "20000", "--rounding-size", "30000",
+                     "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "vs foreach" in out and "results written to" in out
     results = json.loads((tmp_path / "results.json").read_text())
@@ -74,6 +75,11 @@ def test_a_tiny_benchmark_run_writes_its_table_json_and_plot(tmp_path, capsys):
         "fused+clip", "compile+clip", "fused+clip+amp", "compile+clip+amp", "norm", "read-probe"}
     assert clipping["speedup"] > 0 and clipping["speedup_amp"] > 0 and clipping["norm_pct"] > 0
     assert "clipped step, 2e+04 float32" in out and "norm pass:" in out
+    rounding = results["devices"]["cpu"]["rounding"]
+    assert rounding["numel"] == 30000
+    for state in ("bfloat16", "float32"):
+        assert set(rounding[f"{state} state"]["ms"]) == {"fused", "fused+sr"}
+        assert f"3e+04 bfloat16 params, {state} state" in out
     for row in rows:
         assert row["fused_s"] > 0 and row["gbps"] > 0 and row["roofline_pct"] > 0
         assert row["for-loop_speedup"] > 0 and row["foreach_speedup"] > 0

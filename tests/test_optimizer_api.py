@@ -54,7 +54,8 @@ def test_signature_and_defaults_match_torch():
         assert ours[name].kind == param.kind, name
     extra = set(ours) - set(theirs)
     assert extra == {"eps_in_sqrt", "initial_square_avg", "lr_in_momentum",
-                     "decoupled_weight_decay", "state_dtype", "max_grad_norm", "norm_type"}
+                     "decoupled_weight_decay", "state_dtype", "max_grad_norm", "norm_type",
+                     "stochastic_rounding", "rounding_seed"}
     assert all(ours[n].kind is inspect.Parameter.KEYWORD_ONLY for n in extra)
     p = [torch.zeros(1, requires_grad=True)]
     t_defaults = torch.optim.RMSprop(p).defaults
