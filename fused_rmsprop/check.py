@@ -13,10 +13,15 @@ import torch
 
 from . import FusedRMSprop
 from .testing import assert_matches_reference, assert_matches_torch, assert_steps_match_reference
+from .testing.rounding import assert_stochastic_rounding_matches_reference
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 OPTIONS = [dict(momentum=m, centered=c, weight_decay=wd, maximize=mx)
            for m, c, wd, mx in itertools.product([0.0, 0.9], [False, True], [0.0, 0.1], [False, True])]
+# bfloat16 also checks stochastic rounding's bits (fused_rmsprop.testing.rounding)
+ROUNDING = [dict(momentum=m, centered=c, state_dtype=s)
+            for m, c, s in itertools.product([0.0, 0.9], [False, True],
+                                             [torch.bfloat16, torch.float32])]
 
 
 def devices():
@@ -41,7 +46,16 @@ def check_device(device, dtype):
                 check()
             except Exception as error:  # noqa: BLE001 - reported, see the docstring
                 failures.append(f"{name} {hyper}: {describe(error)}")
+    for options in ROUNDING if dtype == torch.bfloat16 else []:
+        try:
+            assert_stochastic_rounding_matches_reference(device, **options)
+        except Exception as error:  # noqa: BLE001 - reported, see the docstring
+            failures.append(f"stochastic rounding {options}: {describe(error)}")
     return failures
+
+
+def check_count(dtype):
+    return 3 * len(OPTIONS) + (len(ROUNDING) if dtype == torch.bfloat16 else 0)
 
 
 def describe(error):
@@ -60,7 +74,7 @@ def main():
         for dtype in DTYPES:
             failures = check_device(device, dtype)
             status = "ok" if not failures else f"FAILED ({len(failures)})"
-            print(f"{device:<10} {str(dtype).replace('torch.', ''):<10} {3 * len(OPTIONS):>6}  {status}",
+            print(f"{device:<10} {str(dtype).replace('torch.', ''):<10} {check_count(dtype):>6}  {status}",
                   flush=True)
             for f in failures[:3]:
                 print(f"    {f}")

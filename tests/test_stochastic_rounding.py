@@ -263,3 +263,13 @@ def test_bad_rounding_arguments_are_refused_before_any_write(change, message):
         with pytest.raises(RuntimeError, match=message):
             op(*lists, **h)
         assert_same_bits(lists, before)
+
+
+@pytest.mark.parametrize("state_dtype", [torch.bfloat16, torch.float32])
+def test_the_packaged_check_passes_and_catches_a_wrong_generator(monkeypatch, state_dtype):
+    import fused_rmsprop.testing.rounding as rounding
+
+    rounding.assert_stochastic_rounding_matches_reference("cpu", state_dtype=state_dtype)
+    monkeypatch.setattr(rounding, "random_bits", lambda n, **kw: torch.zeros(n, dtype=torch.int64))
+    with pytest.raises(AssertionError, match="stochastic rounding on cpu: param of tensor"):
+        rounding.assert_stochastic_rounding_matches_reference("cpu", state_dtype=state_dtype)

@@ -63,3 +63,56 @@ def round_stochastically(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     out = ((u + bits.reshape(-1)) >> 16) & 0xFFFF
     out = torch.where(out >= 0x8000, out - 0x10000, out).to(torch.int16)
     return out.view(torch.bfloat16).reshape(x.shape)
+
+
+def assert_stochastic_rounding_matches_reference(device="cpu", *, momentum=0.9, centered=True,
+                                                 state_dtype=torch.bfloat16, seed=1234,
+                                                 sizes=(1, 37, 4099, 70000)):
+    """Runs one stochastically rounded bfloat16 step of the fused op on
+    `device` and checks every stored bfloat16 value bit for bit: it must be
+    the float32 result of the same step (computed by the CPU kernel without
+    rounding) rounded with the generator's bits of this function. float32
+    state must equal the float32 result."""
+    from .._ops import rmsprop_
+
+    gen = torch.Generator().manual_seed(seed)
+    ids = [3 * i + 1 for i in range(len(sizes))]
+    steps = [5 * i for i in range(len(sizes))]
+
+    def draw(dtype, square=False, scale=1.0):
+        out = []
+        for n in sizes:
+            t = torch.randn(n, generator=gen, dtype=torch.float64)
+            out.append(((t.abs() + 0.1) if square else scale * t).to(dtype))
+        return out
+
+    lists = [draw(torch.bfloat16), draw(torch.bfloat16), draw(state_dtype, square=True),
+             draw(state_dtype) if momentum else [], draw(state_dtype, scale=0.1) if centered else [],
+             [torch.tensor(float(s)) for s in steps]]
+    hyper = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.1, momentum=momentum,
+                 maximize=False)
+    exact = [[t.to(torch.float32, copy=True) for t in lst] for lst in lists]
+    rmsprop_(*exact, **hyper)
+    on_device = [[t.to(device, copy=True) for t in lst] for lst in lists]
+    rmsprop_(*on_device, **hyper, rounding_ids=ids, rounding_seed=seed)
+    names = ["param", None, "square_avg", "momentum_buffer", "grad_avg"]
+    for k, slot in enumerate(names):
+        for t, (out, want) in enumerate(zip(on_device[k] if slot else [], exact[k])):
+            out = out.cpu()
+            if out.dtype == torch.float32:
+                expected = want
+            else:
+                expected = round_stochastically(
+                    want, random_bits(want.numel(), seed=seed, id=ids[t], step=steps[t], slot=slot))
+            got_bits = out.view(torch.int16 if out.dtype == torch.bfloat16 else torch.int32)
+            want_bits = expected.view(got_bits.dtype)
+            if not torch.equal(got_bits, want_bits):
+                bad = (got_bits != want_bits).nonzero()[0].item()
+                raise AssertionError(
+                    f"stochastic rounding on {device}: {slot} of tensor {t} (of {sizes[t]} "
+                    f"elements), element {bad}: got {out[bad].item()!r}, expected "
+                    f"{expected[bad].item()!r}")
+    for s, step in zip(on_device[5], steps):
+        if s.item() != step + 1:
+            raise AssertionError(f"stochastic rounding on {device}: step {s.item()}, "
+                                 f"expected {step + 1}")
