@@ -79,6 +79,32 @@ struct RoundingKeys {
   }
 };
 
+// The random bits of one element: 16 for each tensor a step stores (the
+// rounding functions use the low 16 bits of what these return). The one place
+// in C++ that says which bits round which tensor.
+struct ElementBits {
+  uint32_t u0 = 0;
+  uint32_t u1 = 0;  // drawn only when bfloat16 state needs it
+
+  C10_HOST_DEVICE uint32_t param() const { return u0 >> 16; }
+  C10_HOST_DEVICE uint32_t square_avg() const { return u0; }
+  C10_HOST_DEVICE uint32_t momentum_buffer() const { return u1 >> 16; }
+  C10_HOST_DEVICE uint32_t grad_avg() const { return u1; }
+};
+
+// The bits of the element whose index has low 32 bits `index`; kSecondWord:
+// also u1, for a bfloat16 momentum_buffer or grad_avg.
+template <bool kSecondWord>
+C10_HOST_DEVICE C10_ALWAYS_INLINE ElementBits element_bits(const RoundingKeys& keys,
+                                                           uint32_t index) {
+  ElementBits bits;
+  bits.u0 = lowbias32(index ^ keys.k0);
+  if constexpr (kSecondWord) {
+    bits.u1 = lowbias32(index ^ keys.k1);
+  }
+  return bits;
+}
+
 C10_HOST_DEVICE C10_ALWAYS_INLINE uint32_t float_bits(float x) {
 #if defined(__CUDA_ARCH__)
   return __float_as_uint(x);

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from _plotting import pyplot, save
+from _plotting import save_loss_curves
 from fused_rmsprop import FusedRMSprop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -96,17 +96,7 @@ def main(argv=None):
         loss, per_epoch, curve = train(kind, features, labels, args.seed)
         results[name] = curve
         print(f"{name:<32} loss: {loss:.3f}, {per_epoch:.3f} sec/epoch")
-    plt = pyplot()
-    if plt is None:
-        return 0
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, curve in results.items():
-        ax.plot(*zip(*curve), label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss over the 1500 rows")
-    ax.set_yscale("log")
-    ax.legend()
-    save(fig, args.out, "airfoil_loss.png", "loss curves")
+    save_loss_curves(results, args.out, "airfoil_loss.png")
     return 0
 
 

@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from _plotting import pyplot, save
+from _plotting import save_loss_curves
 from airfoil import load_data, squared_loss
 from fused_rmsprop import FusedRMSprop
 
@@ -79,18 +79,8 @@ def main(argv=None):
                 curves[kind] = curve
         print(f"{kind:<30} final loss: " + " ".join(f"{x:.4f}" for x in losses)
               + f"  (mean {sum(losses) / len(losses):.4f})")
-    plt = pyplot()
-    if plt is None:
-        return 0
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for kind, curve in curves.items():
-        ax.plot(*zip(*curve), label=kind)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss over the 1500 rows")
-    ax.set_yscale("log")
-    ax.set_title(f"airfoil, lr {args.lr:g}, pure-parameter-dtype training")
-    ax.legend()
-    save(fig, args.out, "bf16_rounding_loss.png", "loss curves")
+    save_loss_curves(curves, args.out, "bf16_rounding_loss.png",
+                     f"airfoil, lr {args.lr:g}, parameters and state in one dtype")
     return 0
 
 

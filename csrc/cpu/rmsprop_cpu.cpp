@@ -75,17 +75,12 @@ C10_ALWAYS_INLINE void update_elements(
     }
     rmsprop_update<kMomentum, kCentered>(p, load_as<M>(grad[i]), v, b, gbar, c);
     if constexpr (kStochastic) {
-      const uint32_t u0 = lowbias32(index ^ r.keys.k0);
-      param[i] = store_stochastic<T>(p, u0 >> 16);
-      square_avg[i] = store_stochastic<S>(v, u0);
-      if constexpr (cpu::kRoundsStochastically<S> && (kMomentum || kCentered)) {
-        const uint32_t u1 = lowbias32(index ^ r.keys.k1);
-        if constexpr (kMomentum) momentum_buffer[i] = store_stochastic<S>(b, u1 >> 16);
-        if constexpr (kCentered) grad_avg[i] = store_stochastic<S>(gbar, u1);
-      } else {
-        if constexpr (kMomentum) momentum_buffer[i] = store_as<S>(b);
-        if constexpr (kCentered) grad_avg[i] = store_as<S>(gbar);
-      }
+      constexpr bool kStateBits = cpu::kRoundsStochastically<S> && (kMomentum || kCentered);
+      const ElementBits bits = element_bits<kStateBits>(r.keys, index);
+      param[i] = store_stochastic<T>(p, bits.param());
+      square_avg[i] = store_stochastic<S>(v, bits.square_avg());
+      if constexpr (kMomentum) momentum_buffer[i] = store_stochastic<S>(b, bits.momentum_buffer());
+      if constexpr (kCentered) grad_avg[i] = store_stochastic<S>(gbar, bits.grad_avg());
     } else {
       param[i] = store_as<T>(p);
       square_avg[i] = store_as<S>(v);

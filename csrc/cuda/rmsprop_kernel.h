@@ -51,14 +51,15 @@ FUSED_RMSPROP_DEVICE X store_rounded(M x, uint32_t bits) {
   }
 }
 
-// ... and stores them back (lane k rounded with bits[k] >> shift).
-template <bool kStochastic, typename T, typename M>
+// ... and stores them back (lane k rounded with (bits[k].*kSlot)(), the
+// bits of this tensor's slot).
+template <bool kStochastic, auto kSlot, typename T, typename M>
 FUSED_RMSPROP_DEVICE void store_vector(T* base, int64_t i, const M (&r)[kILP],
-                                       const uint32_t (&bits)[kILP], int shift) {
+                                       const ElementBits (&bits)[kILP]) {
   AlignedVector<T, kILP> v;
 #pragma unroll
   for (int k = 0; k < kILP; ++k) {
-    v.val[k] = store_rounded<T, kStochastic>(r[k], bits[k] >> shift);
+    v.val[k] = store_rounded<T, kStochastic>(r[k], (bits[k].*kSlot)());
   }
   reinterpret_cast<AlignedVector<T, kILP>*>(base)[i] = v;
 }
@@ -86,7 +87,7 @@ struct RMSpropChunk {
   static constexpr bool kMom = Tag::kMomentum;
   static constexpr bool kCen = Tag::kCentered;
   static constexpr bool kSR = Tag::kStochastic;
-  // bfloat16 state is rounded with u1 too (u0 alone covers param and square_avg)
+  // bfloat16 momentum_buffer / grad_avg need ElementBits::u1 too
   static constexpr bool kSRState = kSR && std::is_same_v<S, c10::BFloat16> && (kMom || kCen);
   static constexpr int kDepth = 3 + kMom + kCen + kSR;
   static constexpr int kBuf = 3;            // address slot of momentum_buffer
@@ -142,7 +143,7 @@ struct RMSpropChunk {
     }
 
     M rp[kILP], rg[kILP], rv[kILP], rb[kILP] = {}, ra[kILP] = {};
-    uint32_t u0[kILP] = {}, u1[kILP] = {};
+    ElementBits bits[kILP];
     // NOTE: [fast path] When every pointer of the chunk is aligned to kILP
     // elements and the chunk is a whole number of vectors, each thread moves
     // kILP elements per tensor with one 128-bit (for fp32) load and store.
@@ -161,15 +162,13 @@ struct RMSpropChunk {
         for (int k = 0; k < kILP; ++k) {
           rmsprop_update<kMom, kCen>(rp[k], rg[k], rv[k], rb[k], ra[k], c);
           if constexpr (kSR) {
-            const auto index = static_cast<uint32_t>(start + i * kILP + k);
-            u0[k] = lowbias32(index ^ keys.k0);
-            if constexpr (kSRState) u1[k] = lowbias32(index ^ keys.k1);
+            bits[k] = element_bits<kSRState>(keys, static_cast<uint32_t>(start + i * kILP + k));
           }
         }
-        store_vector<kSR>(p, i, rp, u0, 16);
-        store_vector<kSR>(v, i, rv, u0, 0);
-        if constexpr (kMom) store_vector<kSR>(b, i, rb, u1, 16);
-        if constexpr (kCen) store_vector<kSR>(a, i, ra, u1, 0);
+        store_vector<kSR, &ElementBits::param>(p, i, rp, bits);
+        store_vector<kSR, &ElementBits::square_avg>(v, i, rv, bits);
+        if constexpr (kMom) store_vector<kSR, &ElementBits::momentum_buffer>(b, i, rb, bits);
+        if constexpr (kCen) store_vector<kSR, &ElementBits::grad_avg>(a, i, ra, bits);
       }
       return;
     }
@@ -183,16 +182,14 @@ struct RMSpropChunk {
           if constexpr (kCen) ma = static_cast<M>(a[i]);
           M mp = static_cast<M>(p[i]), mv = static_cast<M>(v[i]);
           rmsprop_update<kMom, kCen>(mp, static_cast<M>(g[i]), mv, mb, ma, c);
-          uint32_t r0 = 0, r1 = 0;
+          ElementBits e;
           if constexpr (kSR) {
-            const auto index = static_cast<uint32_t>(start + i);
-            r0 = lowbias32(index ^ keys.k0);
-            if constexpr (kSRState) r1 = lowbias32(index ^ keys.k1);
+            e = element_bits<kSRState>(keys, static_cast<uint32_t>(start + i));
           }
-          p[i] = store_rounded<T, kSR>(mp, r0 >> 16);
-          v[i] = store_rounded<S, kSR>(mv, r0);
-          if constexpr (kMom) b[i] = store_rounded<S, kSR>(mb, r1 >> 16);
-          if constexpr (kCen) a[i] = store_rounded<S, kSR>(ma, r1);
+          p[i] = store_rounded<T, kSR>(mp, e.param());
+          v[i] = store_rounded<S, kSR>(mv, e.square_avg());
+          if constexpr (kMom) b[i] = store_rounded<S, kSR>(mb, e.momentum_buffer());
+          if constexpr (kCen) a[i] = store_rounded<S, kSR>(ma, e.grad_avg());
         }
       }
     }
