@@ -11,7 +11,8 @@
 
 namespace fused_rmsprop {
 
-// T: param and grad dtype; S: state dtype (T, or float for half types);
+// T: param and grad dtype; S: state dtype (T, or float for half types, or
+// uint8_t for 8-bit state);
 // kMomentum / kCentered: which optional state exists; kStochastic: bfloat16
 // values are stored with stochastic rounding (only ever set for bfloat16
 // params, so other dtypes compile one variant).
@@ -58,6 +59,10 @@ void dispatch_rmsprop(const TensorLists& lists, const F& f) {
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, lists.params[0].scalar_type(), "fused_rmsprop",
       [&] {
+        if (lists.quantized()) {  // 8-bit state: uint8 codes (NOTE: [8-bit state codes])
+          dispatch_rounding<scalar_t, uint8_t>(lists, f);
+          return;
+        }
         if constexpr (
             std::is_same_v<scalar_t, at::Half> ||
             std::is_same_v<scalar_t, at::BFloat16>) {

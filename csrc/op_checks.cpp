@@ -1,5 +1,7 @@
 #include "op_checks.h"
 
+#include "quantized_state.h"
+
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/clamp_max.h>
@@ -94,6 +96,27 @@ void check_rounding_args(const TensorLists& lists) {
   }
 }
 
+// 8-bit state: each param's scales of one state, a contiguous float32 tensor
+// of one element per block of kQuantBlock elements (its last may be partial).
+void check_scales(const char* name, at::TensorList list, bool wanted, const TensorLists& lists) {
+  const auto n = lists.params.size();
+  TORCH_CHECK(list.size() == (wanted ? n : 0),
+      "fused_rmsprop: ", name, " has ", list.size(), " tensors; expected ", wanted ? n : 0,
+      " (one per param when its state list is given and the state is 8-bit, else none)");
+  for (size_t i = 0; i < list.size(); ++i) {
+    const at::Tensor& t = list[i];
+    const int64_t blocks = (lists.params[i].numel() + kQuantBlock - 1) / kQuantBlock;
+    TORCH_CHECK(t.defined() && t.layout() == at::kStrided && t.scalar_type() == at::kFloat &&
+        t.dim() == 1 && t.numel() == blocks && t.is_contiguous() &&
+        t.device() == lists.params[0].device(),
+        "fused_rmsprop: ", name, "[", i, "] must be a contiguous 1-D float32 tensor of ",
+        blocks, " elements (one per block of ", kQuantBlock, " elements of params[", i,
+        "]) on ", lists.params[0].device(), "; got ",
+        t.defined() ? t.sizes() : at::IntArrayRef{}, ", ",
+        t.defined() ? t.scalar_type() : at::kFloat, ", ", t.defined() ? t.device() : at::Device(at::kCPU));
+  }
+}
+
 }  // namespace
 
 void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& o) {
@@ -113,7 +136,8 @@ void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& o) {
   if (n == 0) {
     TORCH_CHECK(lists.grads.empty() && lists.square_avgs.empty() &&
         lists.momentum_buffers.empty() && lists.grad_avgs.empty() &&
-        lists.rounding_ids.empty(),
+        lists.rounding_ids.empty() && lists.square_avg_scales.empty() &&
+        lists.momentum_buffer_scales.empty() && lists.grad_avg_scales.empty(),
         "fused_rmsprop: params is empty but the other lists are not");
     return;
   }
@@ -137,10 +161,27 @@ void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& o) {
   const auto sdt = lists.square_avgs.empty() ? param_dtype
                                              : lists.square_avgs[0].scalar_type();
   const bool half_param = param_dtype == at::kHalf || param_dtype == at::kBFloat16;
-  TORCH_CHECK(sdt == param_dtype || (half_param && sdt == at::kFloat),
-      "fused_rmsprop: state dtype ", sdt, " does not fit params of dtype ",
-      param_dtype, "; state must have the param dtype, or float32 for "
-      "float16/bfloat16 params");
+  if (lists.quantized()) {
+    TORCH_CHECK(sdt == at::kByte,
+        "fused_rmsprop: with square_avg_scales (8-bit state) the state must be uint8 "
+        "codes; square_avgs[0] has dtype ", sdt);
+  } else {
+    TORCH_CHECK(sdt == param_dtype || (half_param && sdt == at::kFloat),
+        "fused_rmsprop: state dtype ", sdt, " does not fit params of dtype ",
+        param_dtype, "; state must have the param dtype, or float32 for "
+        "float16/bfloat16 params", sdt == at::kByte ? " (uint8 codes of 8-bit state "
+        "need square_avg_scales)" : "");
+  }
+  TORCH_CHECK(lists.quantized() || (lists.momentum_buffer_scales.empty() &&
+                                    lists.grad_avg_scales.empty()),
+      "fused_rmsprop: momentum_buffer_scales and grad_avg_scales need square_avg_scales "
+      "(the state is 8-bit as a whole or not at all)");
+  if (lists.quantized()) {
+    check_scales("square_avg_scales", lists.square_avg_scales, true, lists);
+    check_scales("momentum_buffer_scales", lists.momentum_buffer_scales,
+                 lists.has_momentum(), lists);
+    check_scales("grad_avg_scales", lists.grad_avg_scales, lists.centered(), lists);
+  }
 
   check_list("params", lists.params, lists, false, sdt);
   check_list("grads", lists.grads, lists, false, sdt);

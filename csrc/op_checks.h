@@ -38,10 +38,17 @@ struct TensorLists {
   // nearest; the generator's seed.
   c10::ArrayRef<int64_t> rounding_ids;
   int64_t rounding_seed = 0;
+  // 8-bit state (NOTE: [8-bit state codes]): square_avgs, momentum_buffers
+  // and grad_avgs hold uint8 codes, and these the float32 scales of their
+  // blocks (one 1-D tensor per param); all empty for full-precision state.
+  at::TensorList square_avg_scales;
+  at::TensorList momentum_buffer_scales;
+  at::TensorList grad_avg_scales;
 
   bool has_momentum() const { return !momentum_buffers.empty(); }
   bool centered() const { return !grad_avgs.empty(); }
   bool stochastic_rounding() const { return !rounding_ids.empty(); }
+  bool quantized() const { return !square_avg_scales.empty(); }
 };
 
 // Checks the hyperparameters and every tensor of `lists`: matching list
@@ -51,7 +58,9 @@ struct TensorLists {
 // its gradient and its state; step counters are one-element float tensors on
 // the CPU or the params' device; with stochastic rounding, bfloat16 params,
 // one id per param, and step counters of one dtype on the params' device (the
-// kernel reads them). Raises c10::Error naming the first offender.
+// kernel reads them); with 8-bit state, uint8 codes laid out like the params
+// and one contiguous float32 scale per block of each. Raises c10::Error
+// naming the first offender.
 void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& opts);
 
 // True when found_inf is a CPU tensor that says the step is skipped.
@@ -125,11 +134,16 @@ void rmsprop_entry(
     const std::optional<at::Tensor>& lr_tensor,
     const std::optional<at::Tensor>& grad_factor,
     c10::ArrayRef<int64_t> rounding_ids,
-    int64_t rounding_seed) {
+    int64_t rounding_seed,
+    std::optional<at::TensorList> square_avg_scales,
+    std::optional<at::TensorList> momentum_buffer_scales,
+    std::optional<at::TensorList> grad_avg_scales) {
   const TensorLists lists{params, grads, square_avgs, momentum_buffers, grad_avgs,
       state_steps, grad_scale.value_or(at::Tensor()), found_inf.value_or(at::Tensor()),
       lr_tensor.value_or(at::Tensor()), grad_factor.value_or(at::Tensor()), rounding_ids,
-      rounding_seed};
+      rounding_seed, square_avg_scales.value_or(at::TensorList()),
+      momentum_buffer_scales.value_or(at::TensorList()),
+      grad_avg_scales.value_or(at::TensorList())};
   const RMSpropOptions opts{lr, alpha, eps, weight_decay, momentum, maximize,
       eps_in_sqrt, lr_in_momentum, decoupled_weight_decay};
   run_checked(lists, opts, impl);

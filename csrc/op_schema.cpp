@@ -30,20 +30,27 @@
 // kernel stores, from a generator keyed on (rounding_seed, id, the param's
 // step counter, element index): NOTE: [rounding generator].
 //
+// square_avg_scales, momentum_buffer_scales and grad_avg_scales, when given,
+// make the state 8-bit: the state lists hold uint8 codes and these the
+// float32 scale of each block of 128 elements (NOTE: [8-bit state codes]).
+//
 // rmsprop_check takes the same arguments, checks them as rmsprop_ does, and
 // changes nothing: the optimizer checks every group before updating any.
-#define FUSED_RMSPROP_ARGS(mut_a, mut_b, mut_c, mut_d, mut_e)                   \
+#define FUSED_RMSPROP_ARGS(mut_a, mut_b, mut_c, mut_d, mut_e, mut_f, mut_g, mut_h) \
   "(Tensor" mut_a "[] params, Tensor[] grads, Tensor" mut_b "[] square_avgs, " \
   "Tensor" mut_c "[] momentum_buffers, Tensor" mut_d "[] grad_avgs, "          \
   "Tensor" mut_e "[] state_steps, *, float lr, float alpha, float eps, "        \
   "float weight_decay, float momentum, bool maximize, bool eps_in_sqrt=False, " \
   "bool lr_in_momentum=False, bool decoupled_weight_decay=False, "              \
   "Tensor? grad_scale=None, Tensor? found_inf=None, Tensor? lr_tensor=None, "        \
-  "Tensor? grad_factor=None, int[] rounding_ids=[], int rounding_seed=0) -> ()"
+  "Tensor? grad_factor=None, int[] rounding_ids=[], int rounding_seed=0, "       \
+  "Tensor" mut_f "[]? square_avg_scales=None, "                                \
+  "Tensor" mut_g "[]? momentum_buffer_scales=None, "                           \
+  "Tensor" mut_h "[]? grad_avg_scales=None) -> ()"
 
 TORCH_LIBRARY(fused_rmsprop, m) {
-  m.def("rmsprop_" FUSED_RMSPROP_ARGS("(a!)", "(b!)", "(c!)", "(d!)", "(e!)"));
-  m.def("rmsprop_check" FUSED_RMSPROP_ARGS("", "", "", "", ""));
+  m.def("rmsprop_" FUSED_RMSPROP_ARGS("(a!)", "(b!)", "(c!)", "(d!)", "(e!)", "(f!)", "(g!)", "(h!)"));
+  m.def("rmsprop_check" FUSED_RMSPROP_ARGS("", "", "", "", "", "", "", ""));
   // The norm of all of `grads` as one vector (float32; float64 for float64
   // grads), for clipping: csrc/grad_norm.h.
   m.def("grad_norm(Tensor[] grads, float norm_type) -> Tensor");

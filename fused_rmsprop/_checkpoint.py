@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ._op_args import rounding_seed_from
-from ._state import STATE_KEYS, new_step, state_dtype
+from ._quantized import MIN_8BIT_SIZE, dequantize_state
+from ._state import STATE_KEYS, convert_state, new_step, scales_key, state_dtype
 
 # FusedRMSprop's own param-group options with the values that reproduce
 # torch.optim.RMSprop. NOTE: [torch's format] A state_dict leaves out every
@@ -22,6 +23,8 @@ EXTRA_DEFAULTS = {
     "decoupled_weight_decay": False,
     "state_dtype": None,
     "stochastic_rounding": False,
+    "state_bits": None,
+    "min_8bit_size": MIN_8BIT_SIZE,
 }
 
 
@@ -47,6 +50,8 @@ class TorchFormatCheckpoints:
         # pickled before stochastic rounding existed
         self.defaults.setdefault("stochastic_rounding", False)
         self.defaults.setdefault("rounding_seed", rounding_seed_from(None))
+        self.defaults.setdefault("state_bits", None)  # pickled before 8-bit state existed
+        self.defaults.setdefault("min_8bit_size", MIN_8BIT_SIZE)
         for group in self.param_groups:
             # Groups loaded from torch.optim.RMSprop (or saved at the
             # defaults) lack some keys; they take this optimizer's settings.
@@ -69,12 +74,16 @@ class TorchFormatCheckpoints:
         tensors are set aside first and put back afterwards; state saved in
         the parameter's dtype (e.g. by torch.optim.RMSprop) is widened. A
         `step` saved on the CPU (torch.optim.RMSprop's default) moves to the
-        parameter's device (NOTE: [step on the device]).
+        parameter's device (NOTE: [step on the device]). 8-bit state keeps
+        its float32 scales, and state saved in the other form (8-bit where
+        this optimizer keeps full precision, or the reverse) is converted.
         """
         saved_groups = state_dict["param_groups"]
         ids = [i for g in saved_groups for i in g["params"]]
+        scale_keys = [scales_key(k) for k in STATE_KEYS]
         kept = {i: {k: v for k, v in state_dict["state"].get(i, {}).items()
-                    if k in STATE_KEYS and torch.is_tensor(v) and v.dtype == torch.float32}
+                    if k in STATE_KEYS + tuple(scale_keys) and torch.is_tensor(v)
+                    and v.dtype == torch.float32}
                 for i in ids}
         super().load_state_dict(state_dict)
         pairs = [(group, p) for group in self.param_groups for p in group["params"]]
@@ -90,3 +99,38 @@ class TorchFormatCheckpoints:
                     state[key] = original[key].to(p.device, copy=True)
                 elif key in state and state[key].dtype != wanted:
                     state[key] = state[key].to(wanted)
+            for key in scale_keys:
+                if key in state and key in kept[saved_id]:
+                    state[key] = kept[saved_id][key].to(p.device, copy=True)
+            if state:
+                convert_state(p, group, state)
+
+
+def torch_state_dict(state_dict):
+    """A copy of a FusedRMSprop state_dict that torch.optim.RMSprop loads.
+
+    8-bit state (``<key>_codes`` and ``<key>_scales``) becomes float32
+    ``<key>`` tensors (torch casts them to each parameter's dtype when it
+    loads them), and FusedRMSprop's own param-group options are left out.
+    A group whose options change the update rule (another framework's
+    convention, clipping aside) raises ValueError: torch would continue it
+    with a different rule."""
+    groups = []
+    for group in state_dict["param_groups"]:
+        for key, default in EXTRA_DEFAULTS.items():
+            if key in ("eps_in_sqrt", "lr_in_momentum", "decoupled_weight_decay") \
+                    and group.get(key, default) != default:
+                raise ValueError(f"torch_state_dict: a param group has {key}={group[key]!r}; "
+                                 "torch.optim.RMSprop has no such option and would continue "
+                                 "with its own update rule")
+        groups.append({k: v for k, v in group.items()
+                       if k not in EXTRA_DEFAULTS and k != "rounding_seed"})
+    state = {}
+    for index, saved in state_dict["state"].items():
+        saved = dict(saved)
+        for key in STATE_KEYS:
+            codes = saved.pop(key + "_codes", None)
+            if codes is not None:
+                saved[key] = dequantize_state(codes, saved.pop(scales_key(key)), key)
+        state[index] = saved
+    return {"state": state, "param_groups": groups}

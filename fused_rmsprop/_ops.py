@@ -39,6 +39,9 @@ def _rmsprop_fake(
     grad_factor=None,
     rounding_ids=(),
     rounding_seed=0,
+    square_avg_scales=None,
+    momentum_buffer_scales=None,
+    grad_avg_scales=None,
 ):
     # The op only mutates its inputs in place: nothing to allocate or return.
     # Check what metadata can tell, so a traced call fails as an eager one would.
@@ -58,6 +61,15 @@ def _rmsprop_fake(
     torch._check(momentum == 0 or len(momentum_buffers) == n,
                  lambda: f"fused_rmsprop: momentum = {momentum} > 0 needs one momentum_buffer "
                          "per parameter")
+    scale_lists = (("square_avg_scales", square_avg_scales, square_avgs),
+                   ("momentum_buffer_scales", momentum_buffer_scales, momentum_buffers),
+                   ("grad_avg_scales", grad_avg_scales, grad_avgs))
+    quantized = bool(square_avg_scales)
+    for name, scales, states in scale_lists:
+        wanted = len(states) if quantized else 0
+        torch._check(len(scales or ()) == wanted,
+                     lambda: f"fused_rmsprop: {name} has {len(scales or ())} tensors; expected "
+                             f"{wanted}")
     torch._check(len(rounding_ids) in (0, n),
                  lambda: f"fused_rmsprop: rounding_ids has {len(rounding_ids)} ids but params "
                          f"has {n}")

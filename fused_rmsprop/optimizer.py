@@ -11,8 +11,10 @@ from ._clipping import GradClipping
 from ._op_args import (amp_tensors, grad_factor_for, lr_for, op_kwargs, rounding_for,
                        rounding_seed_from)
 from ._ops import rmsprop_, rmsprop_check
-from ._state import (STATE_KEYS, DTensor, Where, as_real, check_state, dense_layout,
-                     is_dense, local_shards, new_state, state_dtype, zeros_state)
+from ._quantized import MIN_8BIT_SIZE, dequantize_state, quantize_state
+from ._state import (STATE_KEYS, DTensor, Where, as_real, check_state, codes_key,
+                     convert_state, dense_layout, is_dense, local_shards, new_state,
+                     quantized, scales_key, state_dtype, zeros_quantized, zeros_state)
 
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)  # never DTensors
 
@@ -98,6 +100,8 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
         norm_type: float = 2.0,
         stochastic_rounding: bool = False,
         rounding_seed: int | None = None,
+        state_bits: int | None = None,
+        min_8bit_size: int = MIN_8BIT_SIZE,
     ) -> None:
         # The same checks, in the same order and words, as torch.optim.RMSprop.
         if isinstance(lr, Tensor) and lr.numel() != 1:
@@ -121,6 +125,13 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
             raise ValueError(f"Invalid stochastic_rounding: {stochastic_rounding!r}; expected "
                              "True or False")
         rounding_seed = rounding_seed_from(rounding_seed)
+        if state_bits not in (None, 8) or isinstance(state_bits, bool):
+            raise ValueError(f"Invalid state_bits: {state_bits!r}; use None (full-precision "
+                             "state) or 8 (8-bit block-wise quantized state)")
+        if isinstance(min_8bit_size, bool) or not isinstance(min_8bit_size, int) \
+                or min_8bit_size < 0:
+            raise ValueError(f"Invalid min_8bit_size: {min_8bit_size!r}; expected an integer "
+                             ">= 0 (parameters with fewer elements keep full-precision state)")
         if differentiable:
             raise ValueError(
                 "FusedRMSprop does not support differentiable=True: its fused step "
@@ -144,6 +155,8 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
             "state_dtype": state_dtype,
             "stochastic_rounding": stochastic_rounding,
             "rounding_seed": rounding_seed,
+            "state_bits": state_bits,
+            "min_8bit_size": min_8bit_size,
         }
         self._init_clipping(max_grad_norm, norm_type)
         super().__init__(params, defaults)
@@ -226,9 +239,12 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
             group_first_id, first_id = first_id, first_id + len(group["params"])
             momentum, centered = group["momentum"] > 0, group["centered"]
             special = regroup or index in self._special_groups
-            lists = ([], [], [], [], [], [])
-            params, grads, square_avgs, buffers, grad_avgs, steps = lists
-            ids = []  # each param's index in the optimizer (its state_dict key)
+            # NOTE: [8-bit calls] Parameters with 8-bit state go to a call of
+            # their own: (params, grads, square_avgs, momentum_buffers,
+            # grad_avgs, state_steps) and with 8-bit state the three lists of
+            # scales; the state lists hold codes then.
+            full, eight = _CallLists(), _CallLists()
+            bits8, min_8bit = group["state_bits"] == 8, group["min_8bit_size"]
             rounding = group["stochastic_rounding"]
             views = []
             try:
@@ -236,11 +252,17 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
                     grad = p.grad
                     if grad is None:
                         continue
-                    if rounding:
-                        ids.append(group_first_id + i)
                     s = state.get(p)
                     if not s:
                         return None
+                    is8 = "square_avg_codes" in s
+                    if is8 != (bits8 and p.numel() >= min_8bit):
+                        return None  # the slow path converts the state
+                    target = eight if is8 else full
+                    lists = target.lists
+                    params, grads, square_avgs, buffers, grad_avgs, steps = lists[:6]
+                    if rounding:
+                        target.ids.append(group_first_id + i)
                     if grad_override:
                         grad = grad_override.get(p, grad)
                     # type() first: isinstance(p, DTensor) costs 0.1 us per param
@@ -256,26 +278,37 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
                         s = {k: as_real(v) for k, v in s.items()}
                     params.append(p)
                     grads.append(grad)
+                    steps.append(s["step"])
+                    if is8:
+                        square_avgs.append(s["square_avg_codes"])
+                        lists[6].append(s["square_avg_scales"])
+                        if momentum:
+                            buffers.append(s["momentum_buffer_codes"])
+                            lists[7].append(s["momentum_buffer_scales"])
+                        if centered:
+                            grad_avgs.append(s["grad_avg_codes"])
+                            lists[8].append(s["grad_avg_scales"])
+                        continue
                     square_avgs.append(s["square_avg"])
                     if momentum:
                         buffers.append(s["momentum_buffer"])
                     if centered:
                         grad_avgs.append(s["grad_avg"])
-                    steps.append(s["step"])
-                if not params:
-                    continue
-                if special:
-                    present = [lst for lst in lists if lst]
-                    grouped = torch._C._group_tensors_by_device_and_dtype(present, True)
-                    if len(grouped) > 1 or views:
-                        self._special_groups.add(index)
-                    splits, split_ids = [], []
-                    for sub_lists, positions in grouped.values():
-                        sub = iter(sub_lists)
-                        splits.append([next(sub) if lst else [] for lst in lists])
-                        split_ids.append([ids[k] for k in positions] if ids else ids)
-                else:
-                    splits, split_ids = [list(lists)], [ids]
+                splits, split_ids = [], []
+                for target in (full, eight):
+                    lists, ids = target.lists, target.ids
+                    if not lists[0]:
+                        continue
+                    if special:
+                        grouped = _group_by_device_and_dtype(lists)
+                        if len(grouped) > 1 or views:
+                            self._special_groups.add(index)
+                        for sub_lists, positions in grouped:
+                            splits.append(sub_lists)
+                            split_ids.append([ids[k] for k in positions] if ids else ids)
+                    else:
+                        splits.append(list(lists))
+                        split_ids.append(ids)
             except (KeyError, TypeError, AttributeError, RuntimeError):
                 return None
             kwargs = op_kwargs(group)
@@ -283,7 +316,10 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
                 device, dtype = args[0][0].device, args[0][0].dtype
                 call_kwargs = dict(kwargs, **amp(device), **lr_for(group["lr"], device),
                                    **factor(device, dtype), **rounding_for(group, dtype, args_ids))
-                calls.append(_Call(args, call_kwargs, views if i == len(splits) - 1 else ()))
+                if len(args) > 6:  # 8-bit state: the scales
+                    call_kwargs.update(square_avg_scales=args[6], momentum_buffer_scales=args[7],
+                                       grad_avg_scales=args[8])
+                calls.append(_Call(args[:6], call_kwargs, views if i == len(splits) - 1 else ()))
         return calls
 
     @staticmethod
@@ -342,6 +378,13 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
                 raise RuntimeError(
                     f"FusedRMSprop: {where} has elements that overlap in memory (strides "
                     f"{p.stride()}); torch.optim.RMSprop cannot update it in place either")
+            if (group["state_bits"] == 8 and quantized(p, group)
+                    and type(p) not in _PLAIN_TYPES and isinstance(p, DTensor)):
+                raise ValueError(
+                    f"FusedRMSprop: state_bits=8 is not supported for DTensor parameters "
+                    f"(FSDP2, tensor parallel): {where} is a DTensor, whose shards would cut "
+                    "the state's blocks; keep its state full precision (state_bits=None, or "
+                    "min_8bit_size above its size)")
             state = self.state.get(p)
             fresh = None
             if not state:
@@ -360,13 +403,29 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
             for key, value in (fresh or {}).items():
                 undo.append((state, key, state.get(key)))
                 state[key] = value
+            # 8-bit state where the group now wants full precision, or the reverse
+            undo.extend((state, key, old) for key, old in convert_state(p, group, state))
             for key, on in wanted:
-                if on and key not in state:
-                    undo.append((state, key, None))
-                    state[key] = zeros_state(p, group)
+                if on and key not in state and codes_key(key) not in state:
+                    if quantized(p, group):
+                        for k, v in zip((codes_key(key), scales_key(key)), zeros_quantized(p)):
+                            undo.append((state, k, None))
+                            state[k] = v
+                    else:
+                        undo.append((state, key, None))
+                        state[key] = zeros_state(p, group)
             dtype = state_dtype(p, group)
             layout = dense_layout(p)  # p itself, or the dense stand-in of a view
+            real_layout = as_real(layout)
             for key in STATE_KEYS:
+                codes = state.get(codes_key(key))
+                if codes is not None and codes.stride() != real_layout.stride():
+                    # blocks follow memory order: decode, re-lay, encode again
+                    values = dequantize_state(codes, state[scales_key(key)], key)
+                    values = torch.empty_like(real_layout, dtype=torch.float32).copy_(values)
+                    for k, v in zip((codes_key(key), scales_key(key)), quantize_state(values, key)):
+                        undo.append((state, k, state[k]))
+                        state[k] = v
                 # e.g. a contiguous checkpoint loaded for a channels_last
                 # parameter, or half-precision state where float32 is wanted
                 value = state.get(key)
@@ -376,6 +435,36 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
                     state[key] = torch.empty_like(layout, dtype=dtype).copy_(value)
             if grad.stride() != layout.stride() and is_dense(p):
                 grad_override[p] = torch.empty_like(p).copy_(grad)
+
+
+def _group_by_device_and_dtype(lists):
+    """[(lists, positions)] of the params of `lists` split by device and dtype."""
+    present = [lst for lst in lists if lst]
+    if len(present) == len(lists) - 3 or not any(lists[6:]):  # full precision: torch's helper
+        grouped = torch._C._group_tensors_by_device_and_dtype(present, True).values()
+        result = []
+        for sub_lists, positions in grouped:
+            sub = iter(sub_lists)
+            result.append(([next(sub) if lst else [] for lst in lists], positions))
+        return result
+    # 8-bit state (uint8 codes, float32 scales), which torch's helper refuses
+    positions = {}
+    for k, p in enumerate(lists[0]):
+        positions.setdefault((p.device, p.dtype), []).append(k)
+    return [([[lst[k] for k in ks] if lst else [] for lst in lists], ks)
+            for ks in positions.values()]
+
+
+class _CallLists:
+    """The lists of one op call being gathered, and its params' ids."""
+
+    __slots__ = ("lists", "ids")
+
+    def __init__(self):
+        # params, grads, square_avgs, momentum_buffers, grad_avgs, state_steps,
+        # and for 8-bit state square_avg_, momentum_buffer_, grad_avg_scales
+        self.lists = ([], [], [], [], [], [], [], [], [])
+        self.ids = []  # each param's index in the optimizer (its state_dict key)
 
 
 class _Call:

@@ -12,6 +12,7 @@
 #include "convert.h"
 #include "half_blocks.h"
 #include "isa.h"
+#include "quantized_span.h"
 #include "../dispatch.h"
 #include "../op_checks.h"
 #include "../rmsprop_rule.h"
@@ -30,17 +31,8 @@ constexpr int64_t kCacheLineBytes = 64;
 #define FUSED_RMSPROP_TARGET_V3 __attribute__((target("arch=x86-64-v3"), noinline))
 #endif
 
-// Where a span's elements are in their tensor's rounding generator (NOTE:
-// [rounding generator]): the keys of their 2^32-element segment and the low
-// 32 bits of the first element's index. Unused when rounding to nearest.
-struct SpanRounding {
-  RoundingKeys keys;
-  uint32_t first = 0;
-
-  SpanRounding at(int64_t offset) const {
-    return {keys, first + static_cast<uint32_t>(offset)};
-  }
-};
+using cpu::SpanRounding;
+using cpu::SpanScales;
 
 // Updates elements [0, n) of one parameter and its state, in place. Inlined
 // into each ISA's copy of the loop (update_span_v4, _v3, _baseline).
@@ -100,6 +92,25 @@ C10_ALWAYS_INLINE void prefetch(const X* x, int64_t i, int64_t n) {
   }
 }
 
+// Elements [i, i + m) of a span: a piece of it (with 8-bit state, whole
+// blocks but for the span's last one; quantized_span.h).
+template <typename T, typename S, bool kMomentum, bool kCentered, bool kStochastic>
+C10_ALWAYS_INLINE void update_piece(
+    T* __restrict param, const T* __restrict grad, S* __restrict square_avg,
+    S* __restrict momentum_buffer, S* __restrict grad_avg, int64_t i, int64_t m,
+    const RMSpropConstants<at::opmath_type<T>>& c, const SpanRounding& r,
+    const SpanScales& q) {
+  S* b = kMomentum ? momentum_buffer + i : nullptr;
+  S* a = kCentered ? grad_avg + i : nullptr;
+  if constexpr (std::is_same_v<S, uint8_t>) {
+    cpu::update_quantized_span<T, kMomentum, kCentered, kStochastic>(
+        param + i, grad + i, square_avg + i, b, a, m, c, r.at(i), q.at_block(i / kQuantBlock));
+  } else {
+    update_elements<T, S, kMomentum, kCentered, kStochastic>(
+        param + i, grad + i, square_avg + i, b, a, m, c, r.at(i));
+  }
+}
+
 // NOTE: [software prefetch] A step streams 5 to 9 arrays at once. The
 // span is updated in blocks of 4 cache lines of the parameter, and each block
 // first asks for the lines of every tensor 4 blocks (1 KB of float32
@@ -120,9 +131,11 @@ C10_ALWAYS_INLINE void update_span_body(
     S* __restrict grad_avg,
     int64_t n,
     const RMSpropConstants<at::opmath_type<T>> c,
-    const SpanRounding r) {
-  constexpr int64_t kBlock = 4 * kCacheLineBytes / sizeof(T);
-  constexpr int64_t kAhead = 4 * kBlock;
+    const SpanRounding r,
+    const SpanScales q) {
+  constexpr bool kQuantized = std::is_same_v<S, uint8_t>;
+  constexpr int64_t kBlock = kQuantized ? kQuantBlock : 4 * kCacheLineBytes / sizeof(T);
+  constexpr int64_t kAhead = kQuantized ? 2 * kBlock : 4 * kBlock;  // 1 KB of float32 params
   int64_t i = 0;
   for (; kPrefetch && i + kBlock <= n; i += kBlock) {
     if (i + kAhead + kBlock <= n) {
@@ -132,15 +145,11 @@ C10_ALWAYS_INLINE void update_span_body(
       if constexpr (kMomentum) prefetch<1>(momentum_buffer, i + kAhead, kBlock);
       if constexpr (kCentered) prefetch<1>(grad_avg, i + kAhead, kBlock);
     }
-    update_elements<T, S, kMomentum, kCentered, kStochastic>(
-        param + i, grad + i, square_avg + i,
-        kMomentum ? momentum_buffer + i : nullptr, kCentered ? grad_avg + i : nullptr,
-        kBlock, c, r.at(i));
+    update_piece<T, S, kMomentum, kCentered, kStochastic>(
+        param, grad, square_avg, momentum_buffer, grad_avg, i, kBlock, c, r, q);
   }
-  update_elements<T, S, kMomentum, kCentered, kStochastic>(
-      param + i, grad + i, square_avg + i,
-      kMomentum ? momentum_buffer + i : nullptr, kCentered ? grad_avg + i : nullptr,
-      n - i, c, r.at(i));
+  update_piece<T, S, kMomentum, kCentered, kStochastic>(
+      param, grad, square_avg, momentum_buffer, grad_avg, i, n - i, c, r, q);
 }
 
 // The copies of the loop per ISA; each inlines update_span_body and
@@ -151,9 +160,9 @@ C10_ALWAYS_INLINE void update_span_body(
   ATTRIBUTES void NAME(T* __restrict param, const T* __restrict grad,               \
       S* __restrict square_avg, S* __restrict momentum_buffer,                      \
       S* __restrict grad_avg, int64_t n, const RMSpropConstants<at::opmath_type<T>> c, \
-      const SpanRounding r) {                                                       \
+      const SpanRounding r, const SpanScales q) {                                   \
     update_span_body<T, S, kMomentum, kCentered, kStochastic, kPrefetch>(           \
-        param, grad, square_avg, momentum_buffer, grad_avg, n, c, r);               \
+        param, grad, square_avg, momentum_buffer, grad_avg, n, c, r, q);            \
   }
 FUSED_RMSPROP_SPAN_COPY(update_span_baseline, __attribute__((noinline)))
 #ifdef FUSED_RMSPROP_X86_ISAS
@@ -166,21 +175,22 @@ FUSED_RMSPROP_SPAN_COPY(update_span_v4, FUSED_RMSPROP_TARGET_V4)
 template <typename T, typename S, bool kMomentum, bool kCentered, bool kStochastic,
           bool kPrefetch = true>
 void update_span(T* param, const T* grad, S* square_avg, S* momentum_buffer, S* grad_avg,
-    int64_t n, const RMSpropConstants<at::opmath_type<T>>& c, const SpanRounding& r) {
+    int64_t n, const RMSpropConstants<at::opmath_type<T>>& c, const SpanRounding& r,
+    const SpanScales& q = {}) {
 #ifdef FUSED_RMSPROP_X86_ISAS
   switch (cpu::active_isa()) {
     case cpu::Isa::kX86_64_V4:
       return update_span_v4<T, S, kMomentum, kCentered, kStochastic, kPrefetch>(
-          param, grad, square_avg, momentum_buffer, grad_avg, n, c, r);
+          param, grad, square_avg, momentum_buffer, grad_avg, n, c, r, q);
     case cpu::Isa::kX86_64_V3:
       return update_span_v3<T, S, kMomentum, kCentered, kStochastic, kPrefetch>(
-          param, grad, square_avg, momentum_buffer, grad_avg, n, c, r);
+          param, grad, square_avg, momentum_buffer, grad_avg, n, c, r, q);
     case cpu::Isa::kBaseline:
       break;
   }
 #endif
   update_span_baseline<T, S, kMomentum, kCentered, kStochastic, kPrefetch>(
-      param, grad, square_avg, momentum_buffer, grad_avg, n, c, r);
+      param, grad, square_avg, momentum_buffer, grad_avg, n, c, r, q);
 }
 
 // float16 params: block by block, convert to float32 (F16C), run the float32
@@ -231,13 +241,13 @@ void update_span_half(
 template <typename T, typename S, bool kMomentum, bool kCentered, bool kStochastic>
 void update_param(T* param, const T* grad, S* square_avg, S* momentum_buffer,
     S* grad_avg, int64_t n, const RMSpropConstants<at::opmath_type<T>>& c,
-    const SpanRounding& r) {
-  if constexpr (std::is_same_v<T, c10::Half>) {
+    const SpanRounding& r, const SpanScales& q) {
+  if constexpr (std::is_same_v<T, c10::Half> && !std::is_same_v<S, uint8_t>) {
     update_span_half<S, kMomentum, kCentered>(
         param, grad, square_avg, momentum_buffer, grad_avg, n, c);
   } else {
     update_span<T, S, kMomentum, kCentered, kStochastic>(
-        param, grad, square_avg, momentum_buffer, grad_avg, n, c, r);
+        param, grad, square_avg, momentum_buffer, grad_avg, n, c, r, q);
   }
 }
 
@@ -252,8 +262,9 @@ double read_step(const at::Tensor& step) {
 // cache line of the parameter, counted from the tensor's start. The units are
 // split evenly over the threads, so two threads share 200 small tensors as
 // well as one large one, and no two threads write to one cache line of a
-// parameter. A tensor's last unit may be partial; zero-size tensors own no
-// units.
+// parameter (with 8-bit state: one block of kQuantBlock elements, so that
+// each block's scale is computed by one thread). A tensor's last unit may be
+// partial; zero-size tensors own no units.
 // Below this many elements a call runs on one thread: waking the pool costs
 // more than the update.
 constexpr int64_t kMinElementsPerThread = 32768;
@@ -263,7 +274,8 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
   using T = typename Tag::T;
   using S = typename Tag::S;
   using M = at::opmath_type<T>;
-  constexpr int64_t kUnit = kCacheLineBytes / sizeof(T);
+  constexpr bool kQuantized = std::is_same_v<S, uint8_t>;
+  constexpr int64_t kUnit = kQuantized ? kQuantBlock : kCacheLineBytes / sizeof(T);
 
   const int64_t n = static_cast<int64_t>(lists.params.size());
   std::vector<int64_t> unit_start(n + 1, 0);
@@ -274,6 +286,9 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
   auto data = [](const at::Tensor& t) { return t.data_ptr(); };
   auto state_ptr = [&](at::TensorList list, int64_t t) -> S* {
     return list.empty() ? nullptr : static_cast<S*>(data(list[t]));
+  };
+  auto scales_ptr = [&](at::TensorList list, int64_t t) -> float* {
+    return list.empty() ? nullptr : static_cast<float*>(data(list[t]));
   };
   RMSpropOptions o = opts;
   if (lists.lr_tensor.defined()) {
@@ -326,9 +341,16 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
               r = {RoundingKeys(rounding[t].first, rounding[t].second, segment),
                    static_cast<uint32_t>(lo)};
             }
+            SpanScales q;
+            if constexpr (kQuantized) {
+              q = SpanScales{scales_ptr(lists.square_avg_scales, t),
+                             scales_ptr(lists.momentum_buffer_scales, t),
+                             scales_ptr(lists.grad_avg_scales, t)}
+                      .at_block(lo / kQuantBlock);
+            }
             update_param<T, S, Tag::kMomentum, Tag::kCentered, Tag::kStochastic>(
                 p + lo, g + lo, v + lo, b ? b + lo : nullptr, gbar ? gbar + lo : nullptr,
-                hi - lo, c, r);
+                hi - lo, c, r, q);
             lo = hi;
           }
         }

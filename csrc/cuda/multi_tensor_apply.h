@@ -32,7 +32,9 @@ constexpr int64_t kChunkSize = 65536;
 // Stochastic rounding adds two words per tensor (NOTE: [rounding generator]):
 // the address of its step counter and its generator stream; the layouts for
 // 6 and 7 words per tensor (entries 6 and 7 below) keep the bytes per launch
-// of the 5-tensor layout.
+// of the 5-tensor layout. 8-bit state adds one address per state (its
+// scales): up to 8 addresses, 9 and a word with stochastic rounding
+// (entries 8 to 10).
 //
 // 4 KB: 320 blocks, 61 % of one wave on an H100 (132 SMs x 4 resident
 // 512-thread blocks); a 1e9-element step needs 48 launches.
@@ -46,14 +48,14 @@ struct LaunchLimits;
 
 template <>
 struct LaunchLimits<kSmallArgBytes> {
-  static constexpr int kTensors[8] = {0, 0, 0, 48, 36, 30, 25, 22};
+  static constexpr int kTensors[11] = {0, 0, 0, 48, 36, 30, 25, 22, 20, 18, 16};
   static constexpr int kBlocks = 320;
   using BlockToTensor = unsigned char;
 };
 
 template <>
 struct LaunchLimits<kLargeArgBytes> {
-  static constexpr int kTensors[8] = {0, 0, 0, 336, 252, 210, 180, 157};
+  static constexpr int kTensors[11] = {0, 0, 0, 336, 252, 210, 180, 157, 140, 126, 114};
   static constexpr int kBlocks = 2240;
   using BlockToTensor = uint16_t;
 };
@@ -107,6 +109,10 @@ static_assert(sizeof(TensorListMetadata<6, kSmallArgBytes, true>) <= kSmallArgBy
 static_assert(sizeof(TensorListMetadata<4, kLargeArgBytes, true>) <= kLargeArgBytes - kOtherArgBytes);
 static_assert(sizeof(TensorListMetadata<5, kLargeArgBytes, true>) <= kLargeArgBytes - kOtherArgBytes);
 static_assert(sizeof(TensorListMetadata<6, kLargeArgBytes, true>) <= kLargeArgBytes - kOtherArgBytes);
+static_assert(sizeof(TensorListMetadata<8, kSmallArgBytes>) <= kSmallArgBytes - kOtherArgBytes);
+static_assert(sizeof(TensorListMetadata<9, kSmallArgBytes, true>) <= kSmallArgBytes - kOtherArgBytes);
+static_assert(sizeof(TensorListMetadata<8, kLargeArgBytes>) <= kLargeArgBytes - kOtherArgBytes);
+static_assert(sizeof(TensorListMetadata<9, kLargeArgBytes, true>) <= kLargeArgBytes - kOtherArgBytes);
 static_assert(sizeof(TensorListMetadata<3, kSmallArgBytes>) ==
               sizeof(TensorListMetadata<3, kSmallArgBytes, false>));
 

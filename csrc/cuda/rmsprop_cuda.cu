@@ -16,8 +16,8 @@ void rmsprop_cuda(const TensorLists& lists, const RMSpropOptions& opts) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_rmsprop(lists, [&](auto tag) {
     run_multi_tensor<decltype(tag), kChunkSize, kDefaultArgBytes>(
-        lists, opts, [&](auto kernel, int blocks, const auto&... args) {
-          kernel<<<blocks, kBlockSize, 0, stream>>>(args...);
+        lists, opts, [&](auto kernel, int blocks, int threads, const auto&... args) {
+          kernel<<<blocks, threads, 0, stream>>>(args...);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
   });

@@ -14,70 +14,12 @@
 #include "../op_checks.h"
 #include "../rmsprop_rule.h"
 #include "../stochastic_rounding.h"
+#include "chunk_common.h"
 #include "cuda_or_emulation.h"
 #include "multi_tensor_apply.h"
+#include "rmsprop_quantized_chunk.h"
 
 namespace fused_rmsprop {
-
-template <typename T, int N>
-struct alignas(sizeof(T) * N) AlignedVector {
-  T val[N];
-};
-
-template <typename T>
-FUSED_RMSPROP_DEVICE bool is_aligned(const T* p) {
-  return reinterpret_cast<uintptr_t>(p) % (sizeof(T) * kILP) == 0;
-}
-
-// Loads element i of each of the block's tensors into opmath registers ...
-template <typename T, typename M>
-FUSED_RMSPROP_DEVICE void load_vector(M (&r)[kILP], const T* base, int64_t i) {
-  const auto v = reinterpret_cast<const AlignedVector<T, kILP>*>(base)[i];
-#pragma unroll
-  for (int k = 0; k < kILP; ++k) {
-    r[k] = static_cast<M>(v.val[k]);
-  }
-}
-
-// x stored as X: rounded to nearest (c10's conversion), or, with
-// kStochastic and X bfloat16, stochastically with the low 16 bits of `bits`
-// (NOTE: [stochastic rounding]).
-template <typename X, bool kStochastic, typename M>
-FUSED_RMSPROP_DEVICE X store_rounded(M x, uint32_t bits) {
-  if constexpr (kStochastic && std::is_same_v<X, c10::BFloat16>) {
-    return X(bf16_bits_stochastic(x, bits), X::from_bits());
-  } else {
-    return static_cast<X>(x);
-  }
-}
-
-// ... and stores them back (lane k rounded with (bits[k].*kSlot)(), the
-// bits of this tensor's slot).
-template <bool kStochastic, auto kSlot, typename T, typename M>
-FUSED_RMSPROP_DEVICE void store_vector(T* base, int64_t i, const M (&r)[kILP],
-                                       const ElementBits (&bits)[kILP]) {
-  AlignedVector<T, kILP> v;
-#pragma unroll
-  for (int k = 0; k < kILP; ++k) {
-    v.val[k] = store_rounded<T, kStochastic>(r[k], (bits[k].*kSlot)());
-  }
-  reinterpret_cast<AlignedVector<T, kILP>*>(base)[i] = v;
-}
-
-// Scalars that live in device memory and are read by every block, so the
-// host never waits for them: GradScaler's scale and found_inf, and a Tensor lr.
-struct DeviceScalars {
-  const float* lr;      // a float32 Tensor lr, or
-  const double* lr64;   // a float64 one (float64 params keep its precision)
-  const float* grad_scale;
-  const float* found_inf;
-  const float* grad_factor;     // the clipping coefficient, float32 or
-  const double* grad_factor64;  // float64
-  bool step_is_double;          // stochastic rounding: the step counters' dtype
-};
-
-static_assert(sizeof(RMSpropOptions) + sizeof(DeviceScalars) <= kOtherArgBytes,
-              "NOTE: [kernel argument limit]");
 
 template <typename Tag, int64_t kChunk>
 struct RMSpropChunk {
@@ -93,33 +35,16 @@ struct RMSpropChunk {
   static constexpr int kBuf = 3;            // address slot of momentum_buffer
   static constexpr int kAvg = 3 + kMom;     // address slot of grad_avg
   static constexpr int kStep = 3 + kMom + kCen;  // of the step counter (kSR)
+  static constexpr int kThreads = static_cast<int>(kBlockSize);
   static_assert((int64_t{1} << 32) % kChunk == 0, "a chunk must not straddle a segment");
 
   template <typename Meta>
   FUSED_RMSPROP_DEVICE void operator()(
       const Meta& meta, const RMSpropOptions& opts,
       const DeviceScalars& device) const {
-    // NOTE: [device scalars] Each block reads found_inf, lr and the grad
-    // scale from device memory and folds the options into its constants
-    // itself (a few flops), so nothing waits on the host. A step that AMP
-    // skips returns before touching memory.
-    if (device.found_inf != nullptr && *device.found_inf != 0.0f) {
+    RMSpropConstants<M> c;
+    if (!block_constants(opts, device, c)) {
       return;
-    }
-    RMSpropOptions o = opts;
-    if (device.lr != nullptr) {
-      o.lr = *device.lr;
-    } else if (device.lr64 != nullptr) {
-      o.lr = *device.lr64;
-    }
-    RMSpropConstants<M> c(o);
-    if (device.grad_scale != nullptr) {
-      c.grad_inv_scale = inverse_grad_scale<M>(*device.grad_scale);
-    }
-    if (device.grad_factor != nullptr) {
-      c.grad_inv_scale = c.grad_inv_scale * static_cast<M>(*device.grad_factor);
-    } else if (device.grad_factor64 != nullptr) {
-      c.grad_inv_scale = c.grad_inv_scale * static_cast<M>(*device.grad_factor64);
     }
     const int tensor = meta.block_to_tensor[blockIdx.x];
     const int64_t start = static_cast<int64_t>(meta.block_to_chunk[blockIdx.x]) * kChunk;
@@ -207,13 +132,16 @@ FUSED_RMSPROP_GLOBAL FUSED_RMSPROP_LAUNCH_BOUNDS(kBlockSize) void rmsprop_multi_
   Chunk{}(meta, opts, device);
 }
 
-// Runs one checked call: `launch(kernel, num_blocks, args...)` is
+// Runs one checked call: `launch(kernel, num_blocks, threads, args...)` is
 // the device's way of starting `kernel` (CUDA: <<<...>>> on the current
-// stream; emulation: every block and thread in turn). kArgBytes picks the
+// stream; emulation: every block and thread in turn; threads is kBlockSize
+// but for the emulated 8-bit kernel, NOTE: [warp blocks]). kArgBytes picks the
 // launch layout (NOTE: [kernel argument limit]).
 template <typename Tag, int64_t kChunk, int kArgBytes, typename Launch>
 void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, const Launch& launch) {
-  using Chunk = RMSpropChunk<Tag, kChunk>;
+  constexpr bool kQuantized = std::is_same_v<typename Tag::S, uint8_t>;
+  using Chunk = std::conditional_t<kQuantized, RMSpropQuantizedChunk<Tag, kChunk>,
+                                   RMSpropChunk<Tag, kChunk>>;
   constexpr int kDepth = Chunk::kDepth;
   std::array<at::TensorList, kDepth> tl;
   tl[0] = lists.params;
@@ -221,6 +149,11 @@ void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, cons
   tl[2] = lists.square_avgs;
   if constexpr (Chunk::kMom) tl[Chunk::kBuf] = lists.momentum_buffers;
   if constexpr (Chunk::kCen) tl[Chunk::kAvg] = lists.grad_avgs;
+  if constexpr (kQuantized) {
+    tl[Chunk::kScales] = lists.square_avg_scales;
+    if constexpr (Chunk::kMom) tl[Chunk::kBufScales] = lists.momentum_buffer_scales;
+    if constexpr (Chunk::kCen) tl[Chunk::kAvgScales] = lists.grad_avg_scales;
+  }
   std::vector<uint64_t> streams;  // the rounding generator's, per tensor
   if constexpr (Chunk::kSR) {
     tl[Chunk::kStep] = lists.state_steps;
@@ -248,7 +181,8 @@ void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, cons
   using Meta = TensorListMetadata<kDepth, kArgBytes, Chunk::kSR>;
   multi_tensor_apply<kDepth, kChunk, kArgBytes, Chunk::kSR>(
       tl, [&](const Meta& meta, int blocks) {
-        launch(&rmsprop_multi_tensor_kernel<Chunk, Meta>, blocks, meta, opts, device);
+        launch(&rmsprop_multi_tensor_kernel<Chunk, Meta>, blocks, Chunk::kThreads, meta, opts,
+               device);
       }, streams);
 }
 

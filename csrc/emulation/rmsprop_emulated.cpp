@@ -31,9 +31,9 @@ template <int64_t kChunk, int kArgBytes>
 void rmsprop_emulated(const TensorLists& lists, const RMSpropOptions& opts) {
   dispatch_rmsprop(lists, [&](auto tag) {
     run_multi_tensor<decltype(tag), kChunk, kArgBytes>(
-        lists, opts, [](auto kernel, int blocks, const auto&... args) {
+        lists, opts, [](auto kernel, int blocks, int threads, const auto&... args) {
           ++g_launches;
-          emulated_launch(blocks, kBlockSize, kernel, args...);
+          emulated_launch(blocks, threads, kernel, args...);
         });
   });
 }
@@ -70,12 +70,17 @@ void rmsprop_emulated_op(
     bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
     const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& lr_tensor,
     const std::optional<at::Tensor>& grad_factor, c10::ArrayRef<int64_t> rounding_ids,
-    int64_t rounding_seed, int64_t chunk_size, int64_t kernel_arg_bytes) {
+    int64_t rounding_seed, std::optional<at::TensorList> square_avg_scales,
+    std::optional<at::TensorList> momentum_buffer_scales,
+    std::optional<at::TensorList> grad_avg_scales, int64_t chunk_size,
+    int64_t kernel_arg_bytes) {
   const RMSpropImpl impl = emulated_impl(chunk_size, kernel_arg_bytes);
   const TensorLists lists{params, grads, square_avgs, momentum_buffers, grad_avgs,
       state_steps, grad_scale.value_or(at::Tensor()), found_inf.value_or(at::Tensor()),
       lr_tensor.value_or(at::Tensor()), grad_factor.value_or(at::Tensor()), rounding_ids,
-      rounding_seed};
+      rounding_seed, square_avg_scales.value_or(at::TensorList()),
+      momentum_buffer_scales.value_or(at::TensorList()),
+      grad_avg_scales.value_or(at::TensorList())};
   const RMSpropOptions opts{lr, alpha, eps, weight_decay, momentum, maximize,
       eps_in_sqrt, lr_in_momentum, decoupled_weight_decay};
   g_launches = 0;
@@ -120,7 +125,9 @@ TORCH_LIBRARY(fused_rmsprop_emulation, m) {
       "bool maximize, bool eps_in_sqrt=False, bool lr_in_momentum=False, "
       "bool decoupled_weight_decay=False, Tensor? grad_scale=None, "
       "Tensor? found_inf=None, Tensor? lr_tensor=None, Tensor? grad_factor=None, "
-      "int[] rounding_ids=[], int rounding_seed=0, int chunk_size=65536, "
+      "int[] rounding_ids=[], int rounding_seed=0, Tensor(f!)[]? square_avg_scales=None, "
+      "Tensor(g!)[]? momentum_buffer_scales=None, Tensor(h!)[]? grad_avg_scales=None, "
+      "int chunk_size=65536, "
       "int kernel_arg_bytes=32764) -> ()");
   m.impl("rmsprop_", c10::DispatchKey::CPU, &rmsprop_emulated_op);
   m.def("last_launches() -> int", &last_launches);

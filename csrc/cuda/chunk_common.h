@@ -1,0 +1,106 @@
+// What the CUDA kernel's chunk functors share (rmsprop_kernel.h: full-
+// precision state; rmsprop_quantized_chunk.h: 8-bit state): vector loads and
+// stores, and the scalars every block reads from device memory.
+#pragma once
+
+#include <ATen/OpMathType.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "../rmsprop_rule.h"
+#include "../stochastic_rounding.h"
+#include "cuda_or_emulation.h"
+#include "multi_tensor_apply.h"
+
+namespace fused_rmsprop {
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N) AlignedVector {
+  T val[N];
+};
+
+template <typename T>
+FUSED_RMSPROP_DEVICE bool is_aligned(const T* p) {
+  return reinterpret_cast<uintptr_t>(p) % (sizeof(T) * kILP) == 0;
+}
+
+// Loads element i of each of the block's tensors into opmath registers ...
+template <typename T, typename M>
+FUSED_RMSPROP_DEVICE void load_vector(M (&r)[kILP], const T* base, int64_t i) {
+  const auto v = reinterpret_cast<const AlignedVector<T, kILP>*>(base)[i];
+#pragma unroll
+  for (int k = 0; k < kILP; ++k) {
+    r[k] = static_cast<M>(v.val[k]);
+  }
+}
+
+// x stored as X: rounded to nearest (c10's conversion), or, with
+// kStochastic and X bfloat16, stochastically with the low 16 bits of `bits`
+// (NOTE: [stochastic rounding]).
+template <typename X, bool kStochastic, typename M>
+FUSED_RMSPROP_DEVICE X store_rounded(M x, uint32_t bits) {
+  if constexpr (kStochastic && std::is_same_v<X, c10::BFloat16>) {
+    return X(bf16_bits_stochastic(x, bits), X::from_bits());
+  } else {
+    return static_cast<X>(x);
+  }
+}
+
+// ... and stores them back (lane k rounded with (bits[k].*kSlot)(), the
+// bits of this tensor's slot).
+template <bool kStochastic, auto kSlot, typename T, typename M>
+FUSED_RMSPROP_DEVICE void store_vector(T* base, int64_t i, const M (&r)[kILP],
+                                       const ElementBits (&bits)[kILP]) {
+  AlignedVector<T, kILP> v;
+#pragma unroll
+  for (int k = 0; k < kILP; ++k) {
+    v.val[k] = store_rounded<T, kStochastic>(r[k], (bits[k].*kSlot)());
+  }
+  reinterpret_cast<AlignedVector<T, kILP>*>(base)[i] = v;
+}
+
+// Scalars that live in device memory and are read by every block, so the
+// host never waits for them: GradScaler's scale and found_inf, and a Tensor lr.
+struct DeviceScalars {
+  const float* lr;      // a float32 Tensor lr, or
+  const double* lr64;   // a float64 one (float64 params keep its precision)
+  const float* grad_scale;
+  const float* found_inf;
+  const float* grad_factor;     // the clipping coefficient, float32 or
+  const double* grad_factor64;  // float64
+  bool step_is_double;          // stochastic rounding: the step counters' dtype
+};
+
+static_assert(sizeof(RMSpropOptions) + sizeof(DeviceScalars) <= kOtherArgBytes,
+              "NOTE: [kernel argument limit]");
+
+// NOTE: [device scalars] Each block reads found_inf, lr and the grad scale
+// from device memory and folds the options into its constants itself (a few
+// flops), so nothing waits on the host. False when AMP skips the step: the
+// block then returns before touching memory.
+template <typename M>
+FUSED_RMSPROP_DEVICE bool block_constants(const RMSpropOptions& opts, const DeviceScalars& device,
+                                          RMSpropConstants<M>& c) {
+  if (device.found_inf != nullptr && *device.found_inf != 0.0f) {
+    return false;
+  }
+  RMSpropOptions o = opts;
+  if (device.lr != nullptr) {
+    o.lr = *device.lr;
+  } else if (device.lr64 != nullptr) {
+    o.lr = *device.lr64;
+  }
+  c = RMSpropConstants<M>(o);
+  if (device.grad_scale != nullptr) {
+    c.grad_inv_scale = inverse_grad_scale<M>(*device.grad_scale);
+  }
+  if (device.grad_factor != nullptr) {
+    c.grad_inv_scale = c.grad_inv_scale * static_cast<M>(*device.grad_factor);
+  } else if (device.grad_factor64 != nullptr) {
+    c.grad_inv_scale = c.grad_inv_scale * static_cast<M>(*device.grad_factor64);
+  }
+  return true;
+}
+
+}  // namespace fused_rmsprop

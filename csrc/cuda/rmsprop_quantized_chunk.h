@@ -1,0 +1,214 @@
+// The CUDA kernel's chunk functor for 8-bit state (NOTE: [8-bit state codes]).
+#pragma once
+
+#include <ATen/OpMathType.h>
+
+#include <cstdint>
+
+#include "../quantized_state.h"
+#include "../rmsprop_rule.h"
+#include "../stochastic_rounding.h"
+#include "chunk_common.h"
+#include "cuda_or_emulation.h"
+#include "multi_tensor_apply.h"
+
+namespace fused_rmsprop {
+
+// NOTE: [warp blocks] With 8-bit state, each block of kQuantBlock = 32 x kILP
+// elements is updated by one warp: lane l updates elements 4l .. 4l + 3 (as
+// in the full-precision fast path, so loads stay coalesced), the warp takes
+// the largest |x| of its lanes with shuffles (the block's new scale), and
+// each lane encodes its elements with it. A block's scale never needs more
+// than its warp. The warps of a thread block take the chunk's blocks in turn.
+// The host emulation runs threads one after another, so they cannot exchange
+// values: there one emulated thread runs a whole warp, its lanes a loop
+// (kLanesPerThread = 32) and the shuffle a max over that loop. The CUDA build
+// has kLanesPerThread = 1. The arithmetic per element is the same either way.
+constexpr int kWarpSize = 32;
+static_assert(kQuantBlock == kWarpSize * kILP, "a block is one warp's vectors");
+
+#if defined(FUSED_RMSPROP_EMULATION)
+constexpr int kLanesPerThread = kWarpSize;
+#else
+constexpr int kLanesPerThread = 1;
+#endif
+
+// The largest of the warp's values.
+FUSED_RMSPROP_DEVICE uint32_t warp_max(const uint32_t (&m)[kLanesPerThread]) {
+#if defined(FUSED_RMSPROP_EMULATION)
+  uint32_t r = 0;
+  for (int l = 0; l < kLanesPerThread; ++l) {
+    r = max_bits(r, m[l]);
+  }
+  return r;
+#else
+  uint32_t r = m[0];
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
+    r = max_bits(r, __shfl_xor_sync(0xFFFFFFFFu, r, offset));
+  }
+  return r;
+#endif
+}
+
+template <typename Tag, int64_t kChunk>
+struct RMSpropQuantizedChunk {
+  using T = typename Tag::T;
+  using M = at::opmath_type<T>;
+  static constexpr bool kMom = Tag::kMomentum;
+  static constexpr bool kCen = Tag::kCentered;
+  static constexpr bool kSR = Tag::kStochastic;  // bfloat16 params only
+  // Address slots: param, grad, the codes of each state, their scales, the
+  // step counter (stochastic rounding).
+  static constexpr int kBuf = 3;
+  static constexpr int kAvg = 3 + kMom;
+  static constexpr int kScales = 3 + kMom + kCen;
+  static constexpr int kBufScales = kScales + 1;
+  static constexpr int kAvgScales = kScales + 1 + kMom;
+  static constexpr int kStep = kScales + 1 + kMom + kCen;
+  static constexpr int kDepth = kStep + kSR;
+  static constexpr int kThreads = static_cast<int>(kBlockSize) / kLanesPerThread;
+  static_assert(kChunk % kQuantBlock == 0, "a chunk holds whole blocks");
+
+  template <typename Meta>
+  FUSED_RMSPROP_DEVICE void operator()(
+      const Meta& meta, const RMSpropOptions& opts, const DeviceScalars& device) const {
+    RMSpropConstants<M> c;
+    if (!block_constants(opts, device, c)) {
+      return;
+    }
+    const int tensor = meta.block_to_tensor[blockIdx.x];
+    const int64_t start = static_cast<int64_t>(meta.block_to_chunk[blockIdx.x]) * kChunk;
+    int64_t n = meta.numel[tensor] - start;
+    n = n < kChunk ? n : kChunk;
+    T* p = static_cast<T*>(address(meta, 0, tensor)) + start;
+    const T* g = static_cast<const T*>(meta.addresses[1][tensor]) + start;
+    uint8_t* vc = codes(meta, 2, tensor, start);
+    uint8_t* bc = kMom ? codes(meta, kBuf, tensor, start) : nullptr;
+    uint8_t* ac = kCen ? codes(meta, kAvg, tensor, start) : nullptr;
+    float* vs = scales(meta, kScales, tensor, start);
+    float* bs = kMom ? scales(meta, kBufScales, tensor, start) : nullptr;
+    float* as = kCen ? scales(meta, kAvgScales, tensor, start) : nullptr;
+    RoundingKeys keys;  // NOTE: [rounding generator], as RMSpropChunk
+    if constexpr (kSR) {
+      const void* step = meta.addresses[kStep][tensor];
+      const double value = device.step_is_double
+          ? *static_cast<const double*>(step)
+          : static_cast<double>(*static_cast<const float*>(step));
+      keys = RoundingKeys(meta.word[tensor], step_counter(value),
+                          static_cast<uint64_t>(start) >> 32);
+    }
+    // NOTE: [fast path], per block: whole vectors at aligned addresses.
+    const bool aligned = n % kQuantBlock == 0 && is_aligned(p) && is_aligned(g) &&
+        is_aligned(vc) && (!kMom || is_aligned(bc)) && (!kCen || is_aligned(ac));
+    constexpr int kL = kLanesPerThread;
+    const int warp = static_cast<int>(threadIdx.x) / (kWarpSize / kL);
+    const int warps = static_cast<int>(blockDim.x) / (kWarpSize / kL);
+    for (int64_t block = warp; block * kQuantBlock < n; block += warps) {
+      M rp[kL][kILP], rg[kL][kILP], rv[kL][kILP], rb[kL][kILP], ra[kL][kILP];
+      uint8_t cv[kL][kILP], cb[kL][kILP] = {}, ca[kL][kILP] = {};
+      uint32_t v_max[kL], b_max[kL], a_max[kL];
+      const float v_scale = vs[block];
+      const float b_scale = kMom ? bs[block] : 0.0f;
+      const float a_scale = kCen ? as[block] : 0.0f;
+      for (int l = 0; l < kL; ++l) {
+        const int64_t first = block * kQuantBlock + lane(l) * kILP;
+        if (aligned) {
+          load_vector(rp[l], p, first / kILP);
+          load_vector(rg[l], g, first / kILP);
+          load_vector(cv[l], vc, first / kILP);
+          if constexpr (kMom) load_vector(cb[l], bc, first / kILP);
+          if constexpr (kCen) load_vector(ca[l], ac, first / kILP);
+        } else {
+#pragma unroll
+          for (int k = 0; k < kILP; ++k) {
+            const int64_t i = first + k;
+            rp[l][k] = i < n ? static_cast<M>(p[i]) : M(0);
+            rg[l][k] = i < n ? static_cast<M>(g[i]) : M(0);
+            cv[l][k] = i < n ? vc[i] : 0;
+            if constexpr (kMom) cb[l][k] = i < n ? bc[i] : 0;
+            if constexpr (kCen) ca[l][k] = i < n ? ac[i] : 0;
+          }
+        }
+        v_max[l] = b_max[l] = a_max[l] = 0;
+        ElementBits bits[kILP];
+#pragma unroll
+        for (int k = 0; k < kILP; ++k) {
+          rv[l][k] = static_cast<M>(decode_code<false>(cv[l][k]) * v_scale);
+          rb[l][k] = kMom ? static_cast<M>(decode_code<true>(cb[l][k]) * b_scale) : M(0);
+          ra[l][k] = kCen ? static_cast<M>(decode_code<true>(ca[l][k]) * a_scale) : M(0);
+          rmsprop_update<kMom, kCen>(rp[l][k], rg[l][k], rv[l][k], rb[l][k], ra[l][k], c);
+          if constexpr (kSR) {
+            bits[k] = element_bits<false>(keys, static_cast<uint32_t>(start + first + k));
+          }
+          if (first + k < n) {  // masked-off lanes do not raise the scale
+            v_max[l] = max_bits(v_max[l], abs_bits(static_cast<float>(rv[l][k])));
+            b_max[l] = max_bits(b_max[l], abs_bits(static_cast<float>(rb[l][k])));
+            a_max[l] = max_bits(a_max[l], abs_bits(static_cast<float>(ra[l][k])));
+          }
+        }
+        if (aligned) {
+          store_vector<kSR, &ElementBits::param>(p, first / kILP, rp[l], bits);
+        } else {
+#pragma unroll
+          for (int k = 0; k < kILP; ++k) {
+            if (first + k < n) p[first + k] = store_rounded<T, kSR>(rp[l][k], bits[k].param());
+          }
+        }
+      }
+      encode_block<false>(vc, vs, block, n, aligned, rv, warp_max(v_max));
+      if constexpr (kMom) encode_block<true>(bc, bs, block, n, aligned, rb, warp_max(b_max));
+      if constexpr (kCen) encode_block<true>(ac, as, block, n, aligned, ra, warp_max(a_max));
+    }
+  }
+
+  // The warp lane that loop iteration l of this thread runs.
+  FUSED_RMSPROP_DEVICE static int lane(int l) {
+    return kLanesPerThread == 1 ? static_cast<int>(threadIdx.x) % kWarpSize : l;
+  }
+
+  // Stores the block's new scale (max |x|, as bits) and its lanes' codes.
+  template <bool kSigned>
+  FUSED_RMSPROP_DEVICE static void encode_block(
+      uint8_t* codes, float* scales, int64_t block, int64_t n, bool aligned,
+      const M (&x)[kLanesPerThread][kILP], uint32_t max) {
+    const float scale = bits_float(max);
+    const float inverse = inverse_scale(scale);
+    for (int l = 0; l < kLanesPerThread; ++l) {
+      const int64_t first = block * kQuantBlock + lane(l) * kILP;
+      if (lane(l) == 0) {
+        scales[block] = scale;
+      }
+      AlignedVector<uint8_t, kILP> out;
+#pragma unroll
+      for (int k = 0; k < kILP; ++k) {
+        out.val[k] = encode_code<kSigned>(static_cast<float>(x[l][k]) * inverse);
+      }
+      if (aligned) {
+        reinterpret_cast<AlignedVector<uint8_t, kILP>*>(codes)[first / kILP] = out;
+      } else {
+#pragma unroll
+        for (int k = 0; k < kILP; ++k) {
+          if (first + k < n) codes[first + k] = out.val[k];
+        }
+      }
+    }
+  }
+
+  template <typename Meta>
+  FUSED_RMSPROP_DEVICE static void* address(const Meta& meta, int slot, int tensor) {
+    return const_cast<void*>(meta.addresses[slot][tensor]);
+  }
+  template <typename Meta>
+  FUSED_RMSPROP_DEVICE static uint8_t* codes(const Meta& meta, int slot, int tensor,
+                                             int64_t start) {
+    return static_cast<uint8_t*>(address(meta, slot, tensor)) + start;
+  }
+  template <typename Meta>
+  FUSED_RMSPROP_DEVICE static float* scales(const Meta& meta, int slot, int tensor,
+                                            int64_t start) {
+    return static_cast<float*>(address(meta, slot, tensor)) + start / kQuantBlock;
+  }
+};
+
+}  // namespace fused_rmsprop
