@@ -129,6 +129,8 @@ def _build(kind, params, options, device):
     """(step function, compile seconds or None) of one optimizer kind."""
     if kind == "fused":
         return FusedRMSprop(params, **options).step, None
+    if kind == "fused8":  # 8-bit state (NOTE: [8-bit state codes])
+        return FusedRMSprop(params, state_bits=8, **options).step, None
     if kind == "fused+sr":  # stochastic rounding (NOTE: [stochastic rounding])
         return FusedRMSprop(params, stochastic_rounding=True, rounding_seed=0, **options).step, None
     if kind in ("for-loop", "foreach"):

@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cases  # noqa: E402
 import harness  # noqa: E402
 import report  # noqa: E402
+from fused_rmsprop import FusedRMSprop  # noqa: E402
 
 BASELINES = ["for-loop", "foreach", "compile"]
 
@@ -56,6 +57,8 @@ def parse_args(argv):
                    help="elements of the clipping cases (0: none)")
     p.add_argument("--rounding-size", type=float, default=6.4e7,
                    help="elements of the stochastic-rounding cases (0: none)")
+    p.add_argument("--state-bits-size", type=float, default=6.4e7,
+                   help="elements of the 8-bit state cases (0: none)")
     p.add_argument("--quick", action="store_true",
                    help="sizes up to 1e6, the 200x50K and 200x16 lists only, no compile baseline")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
@@ -66,6 +69,7 @@ def parse_args(argv):
         args.compile = "none"
         args.clipping_size = 0
         args.rounding_size = 0
+        args.state_bits_size = 0
     return args
 
 
@@ -229,6 +233,57 @@ def run_rounding(device, args):
     return result
 
 
+STATE_BITS_CONFIGS = {"plain": {}, "momentum+centered+wd": dict(momentum=0.9, centered=True,
+                                                                 weight_decay=1e-2)}
+
+
+def run_state_bits(device, args):
+    """8-bit state (state_bits=8) on one float32 tensor of args.state_bits_size
+    elements: the step against the torch.compile'd torch step and the
+    full-precision fused step, timed interleaved with the bandwidth probe;
+    its throughput at its own bytes per element, and its state's bytes per
+    state element (scales included), measured on the optimizer's tensors."""
+    n = int(args.state_bits_size)
+    if not n:
+        return None
+    result = {"numel": n}
+    probe_name, probe_bytes, probe_numel, _ = harness.probe_for(device)
+    for config, options in STATE_BITS_CONFIGS.items():
+        print(f"  8-bit state, {config}, {cases.size_name(n)} float32 ...", end="", flush=True)
+        started = time.perf_counter()
+        params = harness.make_params([(n,)], torch.float32, device)
+        opt = FusedRMSprop(params, state_bits=8, **options)
+        opt.step()
+        state = [v for s in opt.state.values() for k, v in s.items() if k != "step"]
+        states = sum(1 for s in opt.state.values() for k in s if k.endswith("_codes"))
+        state_bytes = sum(t.numel() * t.element_size() for t in state) / (n * states)
+        del opt, state
+        # what one element moves: param and codes read and written, grad and scales read
+        nbytes = 4 * 3 + states * (2 + 8 / 128)
+        times, _ = harness.time_case(params, options, ["fused8", "compile", "fused"],
+                                     repeats_for(n), device, probe_numel)
+        del params
+        print(f" {time.perf_counter() - started:.1f}s", flush=True)
+        gbps = [nbytes * n / t / 1e9 for t in times["fused8"]]
+        probe = [probe_bytes * probe_numel / t / 1e9 for t in times["probe"]]
+        result[config] = dict(
+            ms={k: 1e3 * statistics.median(v) for k, v in times.items() if k != "probe"},
+            state_bytes_per_element=state_bytes, bytes_per_element=nbytes,
+            speedup_vs_compile=harness.paired(times["compile"], times["fused8"]),
+            speedup_vs_full=harness.paired(times["fused"], times["fused8"]),
+            gbps=statistics.median(gbps), roofline_gbps=statistics.median(probe),
+            roofline_pct=100 * harness.paired(gbps, probe))
+    for config in STATE_BITS_CONFIGS:
+        r = result[config]
+        print(f"8-bit state, {config}, {cases.size_name(n)} float32: {r['ms']['fused8']:.2f} ms, "
+              f"{r['speedup_vs_compile']:.2f}x the torch.compile'd step ({r['ms']['compile']:.2f} "
+              f"ms), {r['speedup_vs_full']:.2f}x the full-precision fused step; "
+              f"{r['gbps']:.1f} GB/s at {r['bytes_per_element']:.2f} B/element = "
+              f"{r['roofline_pct']:.0f} % of the {probe_name} probe; state "
+              f"{r['state_bytes_per_element']:.3f} B per state element")
+    return result
+
+
 def main(argv=None):
     args = parse_args(argv)
     devices = [args.device] if args.device else ["cpu"] + [
@@ -245,8 +300,9 @@ def main(argv=None):
         probe, rows = run_device(device, args)
         clipping = run_clipping(device, args)
         rounding = run_rounding(device, args)
+        state_bits = run_state_bits(device, args)
         results["devices"][device] = dict(roofline_gbps=probe, rows=rows, clipping=clipping,
-                                          rounding=rounding)
+                                          rounding=rounding, state_bits=state_bits)
         print()
         report.print_table(rows, probe, harness.probe_for(device)[0])
         tag = device.replace(":", "")
