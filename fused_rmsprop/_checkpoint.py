@@ -6,7 +6,8 @@ import torch
 
 from ._op_args import rounding_seed_from
 from ._quantized import MIN_8BIT_SIZE, dequantize_state
-from ._state import STATE_KEYS, convert_state, new_step, scales_key, state_dtype
+from ._state import (STATE_KEYS, codes_key, convert_state, new_step, scales_key,
+                     state_dtype)
 
 # FusedRMSprop's own param-group options with the values that reproduce
 # torch.optim.RMSprop. NOTE: [torch's format] A state_dict leaves out every
@@ -26,6 +27,9 @@ EXTRA_DEFAULTS = {
     "state_bits": None,
     "min_8bit_size": MIN_8BIT_SIZE,
 }
+
+
+STORAGE_OPTIONS = ("state_bits", "min_8bit_size")
 
 
 class TorchFormatCheckpoints:
@@ -75,17 +79,26 @@ class TorchFormatCheckpoints:
         the parameter's dtype (e.g. by torch.optim.RMSprop) is widened. A
         `step` saved on the CPU (torch.optim.RMSprop's default) moves to the
         parameter's device (NOTE: [step on the device]). 8-bit state keeps
-        its float32 scales, and state saved in the other form (8-bit where
-        this optimizer keeps full precision, or the reverse) is converted.
+        its uint8 codes and float32 scales (torch would cast both). This
+        optimizer's own state_bits and min_8bit_size stay (NOTE: [storage
+        options]): state saved in the other form (8-bit where this optimizer
+        keeps full precision, or the reverse) is converted.
         """
         saved_groups = state_dict["param_groups"]
         ids = [i for g in saved_groups for i in g["params"]]
-        scale_keys = [scales_key(k) for k in STATE_KEYS]
+        # 8-bit state: uint8 codes and float32 scales, kept as they are
+        eight_bit = {f(k) for k in STATE_KEYS for f in (codes_key, scales_key)}
         kept = {i: {k: v for k, v in state_dict["state"].get(i, {}).items()
-                    if k in STATE_KEYS + tuple(scale_keys) and torch.is_tensor(v)
-                    and v.dtype == torch.float32}
+                    if torch.is_tensor(v) and (k in eight_bit or (
+                        k in STATE_KEYS and v.dtype == torch.float32))}
                 for i in ids}
+        # NOTE: [storage options] state_bits and min_8bit_size say how this
+        # process stores state, not how training goes: they stay this
+        # optimizer's own, and the loaded state is converted to them.
+        storage = [{k: g[k] for k in STORAGE_OPTIONS} for g in self.param_groups]
         super().load_state_dict(state_dict)
+        for group, own in zip(self.param_groups, storage):
+            group.update(own)
         pairs = [(group, p) for group in self.param_groups for p in group["params"]]
         for saved_id, (group, p) in zip(ids, pairs):
             wanted = state_dtype(p, group)
@@ -99,7 +112,7 @@ class TorchFormatCheckpoints:
                     state[key] = original[key].to(p.device, copy=True)
                 elif key in state and state[key].dtype != wanted:
                     state[key] = state[key].to(wanted)
-            for key in scale_keys:
+            for key in eight_bit:
                 if key in state and key in kept[saved_id]:
                     state[key] = kept[saved_id][key].to(p.device, copy=True)
             if state:

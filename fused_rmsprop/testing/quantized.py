@@ -12,7 +12,7 @@ from .._quantized import (BLOCK, NEAREST, SHIFT, SIGNED_STATES, STATE_KEYS, deco
                           dequantize, encode, quantize)
 from .reference import ReferenceRMSprop
 
-__all__ = ["BLOCK", "QuantizedReferenceRMSprop", "decode", "dequantize", "encode",
+__all__ = ["BLOCK", "QuantizedReferenceRMSprop", "assert_quantized_steps_match_reference", "decode", "dequantize", "encode",
            "error_bound", "quantize"]
 
 
@@ -72,3 +72,81 @@ class QuantizedReferenceRMSprop(ReferenceRMSprop):
                     codes, scales = self.quantize(state.pop(key), key in SIGNED_STATES)
                     state[key + "_codes"], state[key + "_scales"] = codes, scales
         return loss
+
+
+def assert_quantized_steps_match_reference(optimizer_class=None, *, steps=4,
+                                           dtype=torch.float32, shapes=((40, 50), (300,), (7,)),
+                                           seed=0, memory_format=torch.preserve_format,
+                                           **options):
+    """Runs ``optimizer_class(params, state_bits=8, min_8bit_size=256,
+    **options)`` (default FusedRMSprop) for a few steps and checks each one
+    against `reference_rmsprop_update` in float64, started from the
+    optimizer's own dequantized state: the parameters agree to the rounding
+    of ``dtype``, each 8-bit state is within its codes' error bound of the
+    reference's new state (`error_bound`), and the full-precision state of
+    the small parameters (below min_8bit_size) agrees to rounding.
+    ``memory_format`` lays out the 4-D parameters (and their grads)."""
+    from .._quantized import dequantize_state
+    from .._state import STATE_KEYS as KEYS
+    from .reference import reference_rmsprop_update
+
+    if optimizer_class is None:
+        from ..optimizer import FusedRMSprop as optimizer_class
+    gen = torch.Generator().manual_seed(seed)
+    def laid_out(t):
+        return t.to(memory_format=memory_format) if t.dim() == 4 else t
+
+    params = [laid_out(torch.randn(s, generator=gen, dtype=torch.float64).to(dtype))
+              .requires_grad_() for s in shapes]
+    options = dict(dict(lr=1e-2, state_bits=8, min_8bit_size=256), **options)
+    opt = optimizer_class(params, **options)
+    group = opt.param_groups[0]
+    hyper = {k: group[k] for k in ("lr", "alpha", "eps", "weight_decay", "momentum",
+                                   "centered", "maximize", "eps_in_sqrt", "lr_in_momentum",
+                                   "decoupled_weight_decay")}
+    hyper["lr"] = float(hyper["lr"])
+    real = lambda t: torch.view_as_real(t) if t.is_complex() else t  # noqa: E731
+    opmath_eps = torch.finfo(torch.float64 if dtype in (torch.float64, torch.complex128)
+                             else torch.float32).eps
+    for _ in range(steps):
+        for p in params:
+            p.grad = laid_out((torch.randn(p.shape, generator=gen, dtype=torch.float64)
+                               * torch.logspace(-3, 1, p.numel(), dtype=torch.float64)
+                               .view(p.shape)).to(dtype))
+        expected = []
+        for p in params:
+            state = opt.state.get(p, {})
+            ref = {}
+            for key in KEYS:
+                if key + "_codes" in state:
+                    ref[key] = dequantize_state(state[key + "_codes"], state[key + "_scales"],
+                                                key).double()
+                elif key in state:
+                    ref[key] = real(state[key]).double().clone()
+                elif key == "square_avg" or (key == "momentum_buffer" and hyper["momentum"] > 0) \
+                        or (key == "grad_avg" and hyper["centered"]):
+                    ref[key] = torch.full(real(p).shape, float(group["initial_square_avg"])
+                                          if key == "square_avg" else 0.0, dtype=torch.float64)
+            q = real(p.detach()).double().clone()
+            reference_rmsprop_update(q, real(p.grad).double(), ref, **hyper)
+            moved = (q - real(p.detach()).double()).abs().max()  # the reference's step
+            expected.append((q, ref, moved))
+        opt.step()
+        for p, (q, ref, moved) in zip(params, expected):
+            torch.testing.assert_close(real(p.detach()).double(), q,
+                                       rtol=2 * torch.finfo(real(p).dtype).eps,
+                                       atol=float(moved) * 1e-5 + 1e-30)
+            state = opt.state[p]
+            for key, want in ref.items():
+                if key + "_codes" in state:
+                    scales = state[key + "_scales"]
+                    got = dequantize_state(state[key + "_codes"], scales, key).double()
+                    per = scales.double().repeat_interleave(BLOCK)[:got.numel()].view(got.shape)
+                    rel, absolute = error_bound(key in SIGNED_STATES)
+                    bound = rel * want.abs() + (absolute + 1e-5) * per
+                    worst = ((got - want).abs() - bound).max()
+                    assert worst <= 0, f"{key} of a {tuple(p.shape)} parameter off by {worst}"
+                else:
+                    eps = max(opmath_eps, torch.finfo(real(state[key]).dtype).eps)
+                    torch.testing.assert_close(real(state[key]).double(), want, rtol=4 * eps,
+                                               atol=8 * eps * float(want.abs().max()))
