@@ -288,8 +288,8 @@ def test_torch_state_dict_loads_into_torch_rmsprop_and_continues_as_full_precisi
     runs = []
     for cls in (torch.optim.RMSprop, FusedRMSprop):
         clone = [p.detach().clone().requires_grad_() for p in params]
-        other = cls(clone, momentum=0.9, centered=True)
-        other.load_state_dict(converted)
+        other = cls(clone, momentum=0.9, weight_decay=0.01)
+        other.load_state_dict(copy.deepcopy(converted))  # (torch's loader shares tensors)
         _run(other, clone, 2, start=10)
         runs.append(clone)
     for a, b in zip(*runs):
