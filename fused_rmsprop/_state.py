@@ -42,7 +42,7 @@ def zeros_state(p, group):
 def quantized(p, group):
     """True when p's state is kept 8-bit (NOTE: [8-bit state codes]):
     state_bits=8 and at least min_8bit_size elements."""
-    return group["state_bits"] == 8 and p.numel() >= group["min_8bit_size"]
+    return group["state_bits"] == 8 and bool(p.numel() >= group["min_8bit_size"])
 
 
 def codes_key(key):

@@ -235,6 +235,7 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
         amp = amp_tensors(self)
         factor = grad_factor_for(factor)  # the clipping coefficient, or None
         first_id = 0  # the index in the optimizer of the group's first param
+        compiling = torch.compiler.is_compiling()
         for index, group in enumerate(self.param_groups):
             group_first_id, first_id = first_id, first_id + len(group["params"])
             momentum, centered = group["momentum"] > 0, group["centered"]
@@ -256,8 +257,12 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
                     if not s:
                         return None
                     is8 = "square_avg_codes" in s
-                    if is8 != (bits8 and p.numel() >= min_8bit):
-                        return None  # the slow path converts the state
+                    if is8 or bits8:
+                        # (traced, the size test is left out: dynamo cannot
+                        # always evaluate it, and the state already says it)
+                        want8 = bits8 and (is8 if compiling else p.numel() >= min_8bit)
+                        if is8 != want8:
+                            return None  # the slow path converts the state
                     target = eight if is8 else full
                     lists = target.lists
                     params, grads, square_avgs, buffers, grad_avgs, steps = lists[:6]

@@ -55,7 +55,7 @@ def test_signature_and_defaults_match_torch():
     extra = set(ours) - set(theirs)
     assert extra == {"eps_in_sqrt", "initial_square_avg", "lr_in_momentum",
                      "decoupled_weight_decay", "state_dtype", "max_grad_norm", "norm_type",
-                     "stochastic_rounding", "rounding_seed"}
+                     "stochastic_rounding", "rounding_seed", "state_bits", "min_8bit_size"}
     assert all(ours[n].kind is inspect.Parameter.KEYWORD_ONLY for n in extra)
     p = [torch.zeros(1, requires_grad=True)]
     t_defaults = torch.optim.RMSprop(p).defaults
