@@ -13,6 +13,7 @@ import torch
 
 from . import FusedRMSprop
 from .testing import assert_matches_reference, assert_matches_torch, assert_steps_match_reference
+from .testing.quantized import assert_quantized_steps_match_reference
 from .testing.rounding import assert_stochastic_rounding_matches_reference
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
@@ -22,6 +23,9 @@ OPTIONS = [dict(momentum=m, centered=c, weight_decay=wd, maximize=mx)
 ROUNDING = [dict(momentum=m, centered=c, state_dtype=s)
             for m, c, s in itertools.product([0.0, 0.9], [False, True],
                                              [torch.bfloat16, torch.float32])]
+
+# 8-bit state (state_bits=8): each step against the float64 reference within the codes' bounds
+QUANTIZED = [dict(), dict(momentum=0.9, centered=True, weight_decay=0.1, maximize=True)]
 
 
 def devices():
@@ -46,6 +50,11 @@ def check_device(device, dtype):
                 check()
             except Exception as error:  # noqa: BLE001 - reported, see the docstring
                 failures.append(f"{name} {hyper}: {describe(error)}")
+    for options in QUANTIZED:
+        try:
+            assert_quantized_steps_match_reference(dtype=dtype, device=device, **options)
+        except Exception as error:  # noqa: BLE001 - reported, see the docstring
+            failures.append(f"8-bit state {options}: {describe(error)}")
     for options in ROUNDING if dtype == torch.bfloat16 else []:
         try:
             assert_stochastic_rounding_matches_reference(device, **options)
@@ -55,7 +64,7 @@ def check_device(device, dtype):
 
 
 def check_count(dtype):
-    return 3 * len(OPTIONS) + (len(ROUNDING) if dtype == torch.bfloat16 else 0)
+    return 3 * len(OPTIONS) + len(QUANTIZED) + (len(ROUNDING) if dtype == torch.bfloat16 else 0)
 
 
 def describe(error):

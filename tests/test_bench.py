@@ -64,7 +64,7 @@ def test_a_tiny_benchmark_run_writes_its_table_json_and_plot(tmp_path, capsys):
     assert run.main(["--device", "cpu", "--sizes", "1000", "20000", "--models",
                      "--dtypes", "float32", "bfloat16", "--compile", "none",
                      "--clipping-size", "20000", "--rounding-size", "30000",
-                     "--out", str(tmp_path)]) == 0
+                     "--state-bits-size", "40000", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "vs foreach" in out and "results written to" in out
     results = json.loads((tmp_path / "results.json").read_text())
@@ -80,6 +80,15 @@ def test_a_tiny_benchmark_run_writes_its_table_json_and_plot(tmp_path, capsys):
     for state in ("bfloat16", "float32"):
         assert set(rounding[f"{state} state"]["ms"]) == {"fused", "fused+sr"}
         assert f"3e+04 bfloat16 params, {state} state" in out
+    state_bits = results["devices"]["cpu"]["state_bits"]
+    assert state_bits["numel"] == 40000
+    for config, nbytes in (("plain", 14.0625), ("momentum+centered+wd", 18.1875)):
+        r = state_bits[config]
+        assert set(r["ms"]) == {"fused8", "compile", "fused"}
+        assert r["bytes_per_element"] == nbytes
+        assert r["state_bytes_per_element"] == pytest.approx(1 + 4 / 128, rel=1e-3)
+        assert r["speedup_vs_compile"] > 0 and r["roofline_pct"] > 0
+        assert f"8-bit state, {config}, 4e+04 float32" in out
     for row in rows:
         assert row["fused_s"] > 0 and row["gbps"] > 0 and row["roofline_pct"] > 0
         assert row["for-loop_speedup"] > 0 and row["foreach_speedup"] > 0

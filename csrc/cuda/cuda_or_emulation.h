@@ -5,9 +5,10 @@
 // are emulated: `threadIdx`, `blockIdx`, `blockDim`, `gridDim` are
 // thread-local variables, and `emulated_launch` runs every block and every
 // thread of a launch one after another. That is a faithful model of our
-// kernels because they never communicate between threads (no shared memory,
-// no __syncthreads, no atomics): each thread's result depends only on its
-// indices and the launch arguments.
+// kernels because their threads never communicate (no shared memory, no
+// __syncthreads, no atomics), with one exception: the 8-bit state kernel
+// takes a maximum across each warp with shuffles, and its emulated build runs
+// one thread per warp, its lanes as a loop (NOTE: [warp blocks]).
 #pragma once
 
 #include <c10/macros/Macros.h>

@@ -77,7 +77,7 @@ class QuantizedReferenceRMSprop(ReferenceRMSprop):
 def assert_quantized_steps_match_reference(optimizer_class=None, *, steps=4,
                                            dtype=torch.float32, shapes=((40, 50), (300,), (7,)),
                                            seed=0, memory_format=torch.preserve_format,
-                                           **options):
+                                           device="cpu", **options):
     """Runs ``optimizer_class(params, state_bits=8, min_8bit_size=256,
     **options)`` (default FusedRMSprop) for a few steps and checks each one
     against `reference_rmsprop_update` in float64, started from the
@@ -85,7 +85,8 @@ def assert_quantized_steps_match_reference(optimizer_class=None, *, steps=4,
     of ``dtype``, each 8-bit state is within its codes' error bound of the
     reference's new state (`error_bound`), and the full-precision state of
     the small parameters (below min_8bit_size) agrees to rounding.
-    ``memory_format`` lays out the 4-D parameters (and their grads)."""
+    ``memory_format`` lays out the 4-D parameters (and their grads); the
+    parameters live on ``device``."""
     from .._quantized import dequantize_state
     from .._state import STATE_KEYS as KEYS
     from .reference import reference_rmsprop_update
@@ -94,6 +95,7 @@ def assert_quantized_steps_match_reference(optimizer_class=None, *, steps=4,
         from ..optimizer import FusedRMSprop as optimizer_class
     gen = torch.Generator().manual_seed(seed)
     def laid_out(t):
+        t = t.to(device)
         return t.to(memory_format=memory_format) if t.dim() == 4 else t
 
     params = [laid_out(torch.randn(s, generator=gen, dtype=torch.float64).to(dtype))
@@ -126,7 +128,8 @@ def assert_quantized_steps_match_reference(optimizer_class=None, *, steps=4,
                 elif key == "square_avg" or (key == "momentum_buffer" and hyper["momentum"] > 0) \
                         or (key == "grad_avg" and hyper["centered"]):
                     ref[key] = torch.full(real(p).shape, float(group["initial_square_avg"])
-                                          if key == "square_avg" else 0.0, dtype=torch.float64)
+                                          if key == "square_avg" else 0.0, dtype=torch.float64,
+                                          device=p.device)
             q = real(p.detach()).double().clone()
             reference_rmsprop_update(q, real(p.grad).double(), ref, **hyper)
             moved = (q - real(p.detach()).double()).abs().max()  # the reference's step
