@@ -85,7 +85,9 @@ def convert_state(p, group, state):
             state[codes_key(key)], state[scales_key(key)] = codes, scales
         elif not want and codes_key(key) in state:
             codes, scales = state.pop(codes_key(key)), state.pop(scales_key(key))
-            values = dequantize_state(codes, scales, key, state_dtype(p, group))
+            dtype = state_dtype(p, group)
+            real_dtype = {torch.complex64: torch.float32, torch.complex128: torch.float64}
+            values = dequantize_state(codes, scales, key, real_dtype.get(dtype, dtype))
             if p.is_complex():
                 values = torch.view_as_complex(values)
             values = torch.empty_like(dense_layout(p), dtype=values.dtype).copy_(values)

@@ -333,3 +333,20 @@ def test_every_option_combination_runs_with_8bit_state():
         opt = FusedRMSprop(params, state_bits=8, min_8bit_size=0, weight_decay=0.01, **kw)
         _run(opt, params, 2)
         assert torch.isfinite(params[0]).all(), kw
+
+
+def test_complex_8bit_state_converts_to_full_precision_and_back():
+    p = torch.randn(3000, dtype=torch.complex64, requires_grad=True)
+    opt = FusedRMSprop([p], state_bits=8, momentum=0.9)
+    _run(opt, [p], 2)
+    codes, scales = (opt.state[p][k] for k in ("square_avg_codes", "square_avg_scales"))
+    assert codes.shape == (3000, 2)
+    want = torch.view_as_complex(dequantize_state(codes, scales, "square_avg"))
+    opt.param_groups[0]["state_bits"] = None
+    _run(opt, [p], 1)  # converted first, then one full-precision step
+    assert opt.state[p]["square_avg"].dtype == torch.complex64
+    opt2 = FusedRMSprop([p.detach().clone().requires_grad_()], momentum=0.9, state_bits=8)
+    full = copy.deepcopy(opt.state_dict())
+    opt2.load_state_dict(full)
+    assert opt2.state[opt2.param_groups[0]["params"][0]]["square_avg_codes"].shape == (3000, 2)
+    assert want.dtype == torch.complex64
