@@ -336,17 +336,19 @@ def test_every_option_combination_runs_with_8bit_state():
 
 
 def test_complex_8bit_state_converts_to_full_precision_and_back():
-    p = torch.randn(3000, dtype=torch.complex64, requires_grad=True)
+    p = torch.randn(5000, dtype=torch.complex64, requires_grad=True)
     opt = FusedRMSprop([p], state_bits=8, momentum=0.9)
     _run(opt, [p], 2)
     codes, scales = (opt.state[p][k] for k in ("square_avg_codes", "square_avg_scales"))
-    assert codes.shape == (3000, 2)
+    assert codes.shape == (5000, 2)  # the real view's codes
     want = torch.view_as_complex(dequantize_state(codes, scales, "square_avg"))
-    opt.param_groups[0]["state_bits"] = None
-    _run(opt, [p], 1)  # converted first, then one full-precision step
+    q = p.detach().clone().requires_grad_()
+    full = FusedRMSprop([q], momentum=0.9)
+    full.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert torch.equal(full.state[q]["square_avg"], want)
+    back = FusedRMSprop([p.detach().clone().requires_grad_()], momentum=0.9, state_bits=8)
+    back.load_state_dict(copy.deepcopy(full.state_dict()))
+    assert torch.equal(back.state[back.param_groups[0]["params"][0]]["square_avg_codes"], codes)
+    opt.param_groups[0]["state_bits"] = None  # a live switch converts at the next step
+    _run(opt, [p], 1)
     assert opt.state[p]["square_avg"].dtype == torch.complex64
-    opt2 = FusedRMSprop([p.detach().clone().requires_grad_()], momentum=0.9, state_bits=8)
-    full = copy.deepcopy(opt.state_dict())
-    opt2.load_state_dict(full)
-    assert opt2.state[opt2.param_groups[0]["params"][0]]["square_avg_codes"].shape == (3000, 2)
-    assert want.dtype == torch.complex64
