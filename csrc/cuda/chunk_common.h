@@ -103,4 +103,40 @@ FUSED_RMSPROP_DEVICE bool block_constants(const RMSpropOptions& opts, const Devi
   return true;
 }
 
+// The chunk this thread block updates: its tensor's slot in the launch, its
+// first element and its length.
+struct ChunkSpan {
+  int tensor;
+  int64_t start;
+  int64_t n;
+};
+
+template <int64_t kChunk, typename Meta>
+FUSED_RMSPROP_DEVICE ChunkSpan chunk_span(const Meta& meta) {
+  const int tensor = meta.block_to_tensor[blockIdx.x];
+  const int64_t start = static_cast<int64_t>(meta.block_to_chunk[blockIdx.x]) * kChunk;
+  const int64_t n = meta.numel[tensor] - start;
+  return {tensor, start, n < kChunk ? n : kChunk};
+}
+
+// Element `start` + i of address slot `slot` of the chunk's tensor, as X*.
+template <typename X, typename Meta>
+FUSED_RMSPROP_DEVICE X* chunk_data(const Meta& meta, int slot, const ChunkSpan& chunk) {
+  return static_cast<X*>(const_cast<void*>(meta.addresses[slot][chunk.tensor])) + chunk.start;
+}
+
+// NOTE: [rounding generator]: the keys of the chunk's tensor at this step,
+// from its step counter (address slot kStep) and its stream (its word). A
+// chunk never straddles a 2^32-element segment (kChunk divides 2^32).
+template <int kStep, typename Meta>
+FUSED_RMSPROP_DEVICE RoundingKeys chunk_rounding_keys(const Meta& meta, const DeviceScalars& device,
+                                                      const ChunkSpan& chunk) {
+  const void* step = meta.addresses[kStep][chunk.tensor];
+  const double value = device.step_is_double
+      ? *static_cast<const double*>(step)
+      : static_cast<double>(*static_cast<const float*>(step));
+  return RoundingKeys(meta.word[chunk.tensor], step_counter(value),
+                      static_cast<uint64_t>(chunk.start) >> 32);
+}
+
 }  // namespace fused_rmsprop

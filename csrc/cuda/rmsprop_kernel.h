@@ -46,25 +46,17 @@ struct RMSpropChunk {
     if (!block_constants(opts, device, c)) {
       return;
     }
-    const int tensor = meta.block_to_tensor[blockIdx.x];
-    const int64_t start = static_cast<int64_t>(meta.block_to_chunk[blockIdx.x]) * kChunk;
-    int64_t n = meta.numel[tensor] - start;
-    n = n < kChunk ? n : kChunk;
-    T* p = static_cast<T*>(const_cast<void*>(meta.addresses[0][tensor])) + start;
-    const T* g = static_cast<const T*>(meta.addresses[1][tensor]) + start;
-    S* v = state(meta, 2, tensor, start);
-    S* b = kMom ? state(meta, kBuf, tensor, start) : nullptr;
-    S* a = kCen ? state(meta, kAvg, tensor, start) : nullptr;
-    // NOTE: [rounding generator]: the keys of this tensor at this step. A
-    // chunk never straddles a 2^32-element segment (kChunk divides 2^32).
+    const ChunkSpan chunk = chunk_span<kChunk>(meta);
+    const int64_t start = chunk.start;
+    const int64_t n = chunk.n;
+    T* p = chunk_data<T>(meta, 0, chunk);
+    const T* g = chunk_data<const T>(meta, 1, chunk);
+    S* v = chunk_data<S>(meta, 2, chunk);
+    S* b = kMom ? chunk_data<S>(meta, kBuf, chunk) : nullptr;
+    S* a = kCen ? chunk_data<S>(meta, kAvg, chunk) : nullptr;
     RoundingKeys keys;
     if constexpr (kSR) {
-      const void* step = meta.addresses[kStep][tensor];
-      const double value = device.step_is_double
-          ? *static_cast<const double*>(step)
-          : static_cast<double>(*static_cast<const float*>(step));
-      keys = RoundingKeys(meta.word[tensor], step_counter(value),
-                          static_cast<uint64_t>(start) >> 32);
+      keys = chunk_rounding_keys<kStep>(meta, device, chunk);
     }
 
     M rp[kILP], rg[kILP], rv[kILP], rb[kILP] = {}, ra[kILP] = {};
@@ -118,11 +110,6 @@ struct RMSpropChunk {
         }
       }
     }
-  }
-
-  template <typename Meta>
-  FUSED_RMSPROP_DEVICE static S* state(const Meta& meta, int slot, int tensor, int64_t start) {
-    return static_cast<S*>(const_cast<void*>(meta.addresses[slot][tensor])) + start;
   }
 };
 

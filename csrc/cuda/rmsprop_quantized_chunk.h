@@ -77,26 +77,20 @@ struct RMSpropQuantizedChunk {
     if (!block_constants(opts, device, c)) {
       return;
     }
-    const int tensor = meta.block_to_tensor[blockIdx.x];
-    const int64_t start = static_cast<int64_t>(meta.block_to_chunk[blockIdx.x]) * kChunk;
-    int64_t n = meta.numel[tensor] - start;
-    n = n < kChunk ? n : kChunk;
-    T* p = static_cast<T*>(address(meta, 0, tensor)) + start;
-    const T* g = static_cast<const T*>(meta.addresses[1][tensor]) + start;
-    uint8_t* vc = codes(meta, 2, tensor, start);
-    uint8_t* bc = kMom ? codes(meta, kBuf, tensor, start) : nullptr;
-    uint8_t* ac = kCen ? codes(meta, kAvg, tensor, start) : nullptr;
-    float* vs = scales(meta, kScales, tensor, start);
-    float* bs = kMom ? scales(meta, kBufScales, tensor, start) : nullptr;
-    float* as = kCen ? scales(meta, kAvgScales, tensor, start) : nullptr;
-    RoundingKeys keys;  // NOTE: [rounding generator], as RMSpropChunk
+    const ChunkSpan chunk = chunk_span<kChunk>(meta);
+    const int64_t start = chunk.start;
+    const int64_t n = chunk.n;
+    T* p = chunk_data<T>(meta, 0, chunk);
+    const T* g = chunk_data<const T>(meta, 1, chunk);
+    uint8_t* vc = chunk_data<uint8_t>(meta, 2, chunk);
+    uint8_t* bc = kMom ? chunk_data<uint8_t>(meta, kBuf, chunk) : nullptr;
+    uint8_t* ac = kCen ? chunk_data<uint8_t>(meta, kAvg, chunk) : nullptr;
+    float* vs = scales(meta, kScales, chunk);
+    float* bs = kMom ? scales(meta, kBufScales, chunk) : nullptr;
+    float* as = kCen ? scales(meta, kAvgScales, chunk) : nullptr;
+    RoundingKeys keys;
     if constexpr (kSR) {
-      const void* step = meta.addresses[kStep][tensor];
-      const double value = device.step_is_double
-          ? *static_cast<const double*>(step)
-          : static_cast<double>(*static_cast<const float*>(step));
-      keys = RoundingKeys(meta.word[tensor], step_counter(value),
-                          static_cast<uint64_t>(start) >> 32);
+      keys = chunk_rounding_keys<kStep>(meta, device, chunk);
     }
     // NOTE: [fast path], per block: whole vectors at aligned addresses.
     const bool aligned = n % kQuantBlock == 0 && is_aligned(p) && is_aligned(g) &&
@@ -195,19 +189,11 @@ struct RMSpropQuantizedChunk {
     }
   }
 
+  // The scales of the chunk's blocks (address slot `slot`).
   template <typename Meta>
-  FUSED_RMSPROP_DEVICE static void* address(const Meta& meta, int slot, int tensor) {
-    return const_cast<void*>(meta.addresses[slot][tensor]);
-  }
-  template <typename Meta>
-  FUSED_RMSPROP_DEVICE static uint8_t* codes(const Meta& meta, int slot, int tensor,
-                                             int64_t start) {
-    return static_cast<uint8_t*>(address(meta, slot, tensor)) + start;
-  }
-  template <typename Meta>
-  FUSED_RMSPROP_DEVICE static float* scales(const Meta& meta, int slot, int tensor,
-                                            int64_t start) {
-    return static_cast<float*>(address(meta, slot, tensor)) + start / kQuantBlock;
+  FUSED_RMSPROP_DEVICE static float* scales(const Meta& meta, int slot, const ChunkSpan& chunk) {
+    return static_cast<float*>(const_cast<void*>(meta.addresses[slot][chunk.tensor])) +
+        chunk.start / kQuantBlock;
   }
 };
 
