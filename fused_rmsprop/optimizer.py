@@ -321,7 +321,7 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
                 device, dtype = args[0][0].device, args[0][0].dtype
                 call_kwargs = dict(kwargs, **amp(device), **lr_for(group["lr"], device),
                                    **factor(device, dtype), **rounding_for(group, dtype, args_ids))
-                if len(args) > 6:  # 8-bit state: the scales
+                if args[6]:  # 8-bit state: the scales
                     call_kwargs.update(square_avg_scales=args[6], momentum_buffer_scales=args[7],
                                        grad_avg_scales=args[8])
                 calls.append(_Call(args[:6], call_kwargs, views if i == len(splits) - 1 else ()))
