@@ -35,7 +35,6 @@ from fused_rmsprop import FusedRMSprop
 from fused_rmsprop.testing.quantized import QuantizedReferenceRMSprop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
 
 def make(kind):

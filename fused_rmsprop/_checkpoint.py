@@ -142,7 +142,7 @@ def torch_state_dict(state_dict):
     for index, saved in state_dict["state"].items():
         saved = dict(saved)
         for key in STATE_KEYS:
-            codes = saved.pop(key + "_codes", None)
+            codes = saved.pop(codes_key(key), None)
             if codes is not None:
                 saved[key] = dequantize_state(codes, saved.pop(scales_key(key)), key)
         state[index] = saved

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import torch
 
-STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
 SIGNED_STATES = ("momentum_buffer", "grad_avg")
 MIN_8BIT_SIZE = 4096  # FusedRMSprop's default: smaller tensors keep full-precision state
 BLOCK = 128
@@ -96,8 +95,6 @@ def dequantize(codes: torch.Tensor, scales: torch.Tensor, signed: bool) -> torch
     n = codes.numel()
     values = _blocks(decode(codes, signed)) * scales[:, None]
     return values.reshape(-1)[:n].view(codes.shape)
-
-
 
 
 def _memory_order(x: torch.Tensor) -> torch.Tensor:

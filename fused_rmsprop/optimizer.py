@@ -245,6 +245,7 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
             # grad_avgs, state_steps) and with 8-bit state the three lists of
             # scales; the state lists hold codes then.
             full, eight = _CallLists(), _CallLists()
+            params, grads, square_avgs, buffers, grad_avgs, steps = full.lists[:6]
             bits8, min_8bit = group["state_bits"] == 8, group["min_8bit_size"]
             rounding = group["stochastic_rounding"]
             views = []
@@ -256,16 +257,16 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
                     s = state.get(p)
                     if not s:
                         return None
-                    is8 = "square_avg_codes" in s
-                    if is8 or bits8:
+                    # 8-bit state in a group that no longer wants it has no
+                    # "square_avg": the KeyError below sends it to the slow path
+                    is8 = False
+                    if bits8:
+                        is8 = "square_avg_codes" in s
                         # (traced, the size test is left out: dynamo cannot
                         # always evaluate it, and the state already says it)
-                        want8 = bits8 and (is8 if compiling else p.numel() >= min_8bit)
-                        if is8 != want8:
+                        if is8 != (is8 if compiling else p.numel() >= min_8bit):
                             return None  # the slow path converts the state
                     target = eight if is8 else full
-                    lists = target.lists
-                    params, grads, square_avgs, buffers, grad_avgs, steps = lists[:6]
                     if rounding:
                         target.ids.append(group_first_id + i)
                     if grad_override:
@@ -281,24 +282,17 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
                     if p.is_complex():
                         p, grad = as_real(p), as_real(grad)
                         s = {k: as_real(v) for k, v in s.items()}
+                    if is8:
+                        eight.append(p, grad, s, momentum, centered)
+                        continue
                     params.append(p)
                     grads.append(grad)
-                    steps.append(s["step"])
-                    if is8:
-                        square_avgs.append(s["square_avg_codes"])
-                        lists[6].append(s["square_avg_scales"])
-                        if momentum:
-                            buffers.append(s["momentum_buffer_codes"])
-                            lists[7].append(s["momentum_buffer_scales"])
-                        if centered:
-                            grad_avgs.append(s["grad_avg_codes"])
-                            lists[8].append(s["grad_avg_scales"])
-                        continue
                     square_avgs.append(s["square_avg"])
                     if momentum:
                         buffers.append(s["momentum_buffer"])
                     if centered:
                         grad_avgs.append(s["grad_avg"])
+                    steps.append(s["step"])
                 splits, split_ids = [], []
                 for target in (full, eight):
                     lists, ids = target.lists, target.ids
@@ -470,6 +464,18 @@ class _CallLists:
         # and for 8-bit state square_avg_, momentum_buffer_, grad_avg_scales
         self.lists = ([], [], [], [], [], [], [], [], [])
         self.ids = []  # each param's index in the optimizer (its state_dict key)
+
+    def append(self, p, grad, s, momentum, centered):
+        """A parameter with 8-bit state: its codes and scales (NOTE: [8-bit calls])."""
+        lists = self.lists
+        lists[0].append(p)
+        lists[1].append(grad)
+        for on, codes, scales, key in ((True, 2, 6, "square_avg"), (momentum, 3, 7, "momentum_buffer"),
+                                       (centered, 4, 8, "grad_avg")):
+            if on:
+                lists[codes].append(s[codes_key(key)])
+                lists[scales].append(s[scales_key(key)])
+        lists[5].append(s["step"])
 
 
 class _Call:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from .._quantized import (BLOCK, NEAREST, SHIFT, SIGNED_STATES, STATE_KEYS, decode,
-                          dequantize, encode, quantize)
+from .._quantized import (BLOCK, NEAREST, SHIFT, SIGNED_STATES, decode, dequantize, encode,
+                          quantize)
+from .._state import STATE_KEYS
 from .reference import ReferenceRMSprop
 
 __all__ = ["BLOCK", "QuantizedReferenceRMSprop", "assert_quantized_steps_match_reference", "decode", "dequantize", "encode",
@@ -88,7 +89,6 @@ def assert_quantized_steps_match_reference(optimizer_class=None, *, steps=4,
     ``memory_format`` lays out the 4-D parameters (and their grads); the
     parameters live on ``device``."""
     from .._quantized import dequantize_state
-    from .._state import STATE_KEYS as KEYS
     from .reference import reference_rmsprop_update
 
     if optimizer_class is None:
@@ -119,7 +119,7 @@ def assert_quantized_steps_match_reference(optimizer_class=None, *, steps=4,
         for p in params:
             state = opt.state.get(p, {})
             ref = {}
-            for key in KEYS:
+            for key in STATE_KEYS:
                 if key + "_codes" in state:
                     ref[key] = dequantize_state(state[key + "_codes"], state[key + "_scales"],
                                                 key).double()
