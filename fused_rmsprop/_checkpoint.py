@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from ._op_args import rounding_seed_from
-from ._quantized import MIN_8BIT_SIZE, dequantize_state
-from ._state import (STATE_KEYS, codes_key, convert_state, new_step, scales_key,
-                     state_dtype)
+from ._quantized import MIN_8BIT_SIZE
+from ._state import new_step
+from ._state_forms import restore, torch_format
 
 # FusedRMSprop's own param-group options with the values that reproduce
 # torch.optim.RMSprop. NOTE: [torch's format] A state_dict leaves out every
@@ -47,7 +47,7 @@ class TorchFormatCheckpoints:
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        self._special_groups = set()
+        self._init_tiers()
         for key, value in (("max_grad_norm", None), ("norm_type", 2.0), ("_in_zero", False)):
             self.__dict__.setdefault(key, value)
         self.__dict__.setdefault("_clipping", {"pending": None, "last": None})
@@ -84,14 +84,9 @@ class TorchFormatCheckpoints:
         options]): state saved in the other form (8-bit where this optimizer
         keeps full precision, or the reverse) is converted.
         """
-        saved_groups = state_dict["param_groups"]
-        ids = [i for g in saved_groups for i in g["params"]]
-        # 8-bit state: uint8 codes and float32 scales, kept as they are
-        eight_bit = {f(k) for k in STATE_KEYS for f in (codes_key, scales_key)}
-        kept = {i: {k: v for k, v in state_dict["state"].get(i, {}).items()
-                    if torch.is_tensor(v) and (k in eight_bit or (
-                        k in STATE_KEYS and v.dtype == torch.float32))}
-                for i in ids}
+        ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        # what was saved, before torch's loader casts it
+        saved = {i: dict(state_dict["state"].get(i, {})) for i in ids}
         # NOTE: [storage options] state_bits and min_8bit_size say how this
         # process stores state, not how training goes: they stay this
         # optimizer's own, and the loaded state is converted to them.
@@ -101,22 +96,12 @@ class TorchFormatCheckpoints:
             group.update(own)
         pairs = [(group, p) for group in self.param_groups for p in group["params"]]
         for saved_id, (group, p) in zip(ids, pairs):
-            wanted = state_dtype(p, group)
             state = self.state.get(p, {})
-            original = kept[saved_id] if wanted != p.dtype else {}
             step = state.get("step")
             if torch.is_tensor(step) and step.device != p.device:
                 state["step"] = step.to(p.device)
-            for key in STATE_KEYS:
-                if key in original:
-                    state[key] = original[key].to(p.device, copy=True)
-                elif key in state and state[key].dtype != wanted:
-                    state[key] = state[key].to(wanted)
-            for key in eight_bit:
-                if key in state and key in kept[saved_id]:
-                    state[key] = kept[saved_id][key].to(p.device, copy=True)
             if state:
-                convert_state(p, group, state)
+                restore(p, group, state, saved[saved_id])
 
 
 def torch_state_dict(state_dict):
@@ -138,12 +123,5 @@ def torch_state_dict(state_dict):
                                  "with its own update rule")
         groups.append({k: v for k, v in group.items()
                        if k not in EXTRA_DEFAULTS and k != "rounding_seed"})
-    state = {}
-    for index, saved in state_dict["state"].items():
-        saved = dict(saved)
-        for key in STATE_KEYS:
-            codes = saved.pop(codes_key(key), None)
-            if codes is not None:
-                saved[key] = dequantize_state(codes, saved.pop(scales_key(key)), key)
-        state[index] = saved
+    state = {index: torch_format(dict(saved)) for index, saved in state_dict["state"].items()}
     return {"state": state, "param_groups": groups}

@@ -18,8 +18,9 @@ import sys
 import torch
 from torch import Tensor
 
+from ._calls import build_calls
 from ._ops import grad_norm
-from ._state import DTensor, as_real, is_dense
+from ._state import is_dense
 
 # torch.nn.utils.clip_grad_norm_'s guard against dividing by a zero norm
 CLIP_EPS = 1e-6
@@ -95,7 +96,8 @@ class GradClipping:
         if self._in_zero:
             raise RuntimeError("FusedRMSprop.clip_grad_norm_ inside ZeroRedundancyOptimizer "
                                "cannot see the global gradient norm")
-        total = self._total_norm(float(norm_type))
+        built = build_calls(self, self._special_groups, self._special_groups)
+        total = _total_norm(built, float(norm_type))
         if total is None:  # no gradients: torch returns a zero norm too
             return torch.tensor(0.0)
         if error_if_nonfinite and not torch.isfinite(total):
@@ -112,16 +114,17 @@ class GradClipping:
         (a tensor on the first gradient's device), or None."""
         return self._clipping["last"]
 
-    def _clip_coefficient(self):
+    def _clip_coefficient(self, built):
         """The coefficient this step multiplies every gradient by (a 0-dim
-        tensor on the first gradient's device), or None when not clipping.
-        Sets last_grad_norm (unscaled)."""
+        tensor on the first gradient's device), or None when not clipping;
+        the norm is of the gradients `built` gathered. Sets last_grad_norm
+        (unscaled)."""
         pending = self._clipping["pending"]
         if pending is not None:
             self._clipping["pending"] = None
             max_norm, total = pending
         elif self.max_grad_norm is not None:
-            max_norm, total = self.max_grad_norm, self._total_norm(self.norm_type)
+            max_norm, total = self.max_grad_norm, _total_norm(built, self.norm_type)
         else:
             return None
         if total is None:
@@ -134,37 +137,29 @@ class GradClipping:
         self._clipping["last"] = total
         return (max_norm / (total + CLIP_EPS)).clamp(max=1.0)
 
-    def _total_norm(self, norm_type):
-        """The norm of every gradient of every group (local shards for
-        DTensors, then reduced over their mesh), or None without gradients."""
-        groups, meshes = {}, []
-        for group in self.param_groups:
-            for p in group["params"]:
-                g = p.grad
-                if g is None:
-                    continue
-                if isinstance(p, DTensor):
-                    meshes.append(p)
-                    g = g._local_tensor if isinstance(g, DTensor) else g
-                if g.is_complex():
-                    if norm_type != 2.0:
-                        raise ValueError("FusedRMSprop: clipping complex parameters supports "
-                                         f"norm_type 2 only, got {norm_type}")
-                    g = as_real(g)
-                if g.is_sparse:
-                    raise RuntimeError("FusedRMSprop: clipping does not support sparse gradients")
-                groups.setdefault((g.device, g.dtype), []).append(
-                    g if is_dense(g) else g.contiguous())
-        if not groups:
-            return None
-        norms = [grad_norm(grads, norm_type) for grads in groups.values()]
-        first = norms[0].device
-        dtype = torch.float64 if any(n.dtype == torch.float64 for n in norms) else torch.float32
-        total = norms[0] if len(norms) == 1 else torch.linalg.vector_norm(
-            torch.stack([n.to(first, dtype, non_blocking=True) for n in norms]), norm_type)
-        if meshes:
-            total = _reduce_over_shards(total, norm_type, meshes, sum(map(len, groups.values())))
-        return total
+
+def _total_norm(built, norm_type):
+    """The norm of every gradient the call builder gathered (local shards for
+    DTensors, then reduced over their mesh), or None without gradients."""
+    if built.has_complex and norm_type != 2.0:
+        raise ValueError("FusedRMSprop: clipping complex parameters supports "
+                         f"norm_type 2 only, got {norm_type}")
+    groups = {}
+    for g in built.grads():
+        if g.is_sparse:
+            raise RuntimeError("FusedRMSprop: clipping does not support sparse gradients")
+        groups.setdefault((g.device, g.dtype), []).append(g if is_dense(g) else g.contiguous())
+    if not groups:
+        return None
+    norms = [grad_norm(grads, norm_type) for grads in groups.values()]
+    first = norms[0].device
+    dtype = torch.float64 if any(n.dtype == torch.float64 for n in norms) else torch.float32
+    total = norms[0] if len(norms) == 1 else torch.linalg.vector_norm(
+        torch.stack([n.to(first, dtype, non_blocking=True) for n in norms]), norm_type)
+    if built.dtensors:
+        total = _reduce_over_shards(total, norm_type, built.dtensors,
+                                    sum(map(len, groups.values())))
+    return total
 
 
 def _reduce_over_shards(total, norm_type, dtensors, n_grads):

@@ -1,4 +1,6 @@
-"""FusedRMSprop's per-parameter state: creation, dtype policy and checks."""
+"""What every form of FusedRMSprop's per-parameter state shares: the state
+keys, the step counter, the dtype policy, and the tensors the kernels update
+in place of DTensors, complex parameters and strided views."""
 
 from __future__ import annotations
 
@@ -6,15 +8,20 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
-from ._quantized import BLOCK, dequantize_state, quantize_state
-
 try:
     from torch.distributed.tensor import DTensor
 except ImportError:  # torch built without distributed
     class DTensor:  # noqa: D101 - nothing is ever an instance
         pass
 
+# torch.optim.RMSprop's state tensors besides `step`, in the op's order
 STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
+
+
+def wanted_keys(group):
+    """The state keys the options of `group` need."""
+    return (("square_avg",) + (("momentum_buffer",) if group["momentum"] > 0 else ())
+            + (("grad_avg",) if group["centered"] else ()))
 
 
 def local_shards(p, grad, state):
@@ -35,75 +42,16 @@ def state_dtype(p, group):
     return p.dtype
 
 
-def zeros_state(p, group):
-    return torch.zeros_like(p, dtype=state_dtype(p, group), memory_format=torch.preserve_format)
-
-
-def quantized(p, group):
-    """True when p's state is kept 8-bit (NOTE: [8-bit state codes]):
-    state_bits=8 and at least min_8bit_size elements."""
-    return group["state_bits"] == 8 and bool(p.numel() >= group["min_8bit_size"])
-
-
-def codes_key(key):
-    return key + "_codes"
-
-
-def scales_key(key):
-    return key + "_scales"
-
-
-def zeros_quantized(p, value=0.0):
-    """(codes, scales) of a state of p's layout whose every element is
-    `value` >= 0 (exact: code 255 is 1 times the scale)."""
-    real = as_real(dense_layout(p))
-    codes = torch.zeros_like(real, dtype=torch.uint8)
-    scales = torch.zeros((real.numel() + BLOCK - 1) // BLOCK, dtype=torch.float32,
-                         device=p.device)
-    if value != 0:
-        codes.fill_(255)
-        scales.fill_(value)
-    return codes, scales
-
-
-def convert_state(p, group, state):
-    """Brings p's state to the form its group asks for: full-precision state
-    quantized when it should be 8-bit, 8-bit state dequantized (to
-    state_dtype) when it should not be. Returns [(key, old value or None)]
-    for what it changed."""
-    changes = []
-    want = quantized(p, group)
-    for key in STATE_KEYS:
-        if want and key in state:
-            value = as_real(state[key])
-            layout = as_real(dense_layout(p))
-            if value.stride() != layout.stride():
-                value = torch.empty_like(layout, dtype=value.dtype).copy_(value)
-            codes, scales = quantize_state(value, key)
-            changes += [(key, state.pop(key)), (codes_key(key), state.get(codes_key(key))),
-                        (scales_key(key), state.get(scales_key(key)))]
-            state[codes_key(key)], state[scales_key(key)] = codes, scales
-        elif not want and codes_key(key) in state:
-            codes, scales = state.pop(codes_key(key)), state.pop(scales_key(key))
-            dtype = state_dtype(p, group)
-            real_dtype = {torch.complex64: torch.float32, torch.complex128: torch.float64}
-            values = dequantize_state(codes, scales, key, real_dtype.get(dtype, dtype))
-            if p.is_complex():
-                values = torch.view_as_complex(values)
-            values = torch.empty_like(dense_layout(p), dtype=values.dtype).copy_(values)
-            changes += [(codes_key(key), codes), (scales_key(key), scales), (key, None)]
-            state[key] = values
-    return changes
-
-
 class Where:
     """Names a parameter in error messages; formatted only when one is raised."""
 
-    def __init__(self, index, param):
-        self.index, self.param = index, param
+    def __init__(self, index, param, group_index=None):
+        self.index, self.param, self.group_index = index, param, group_index
 
     def __str__(self):
-        return f"parameter {self.index} of its param group (shape {tuple(self.param.shape)})"
+        group = "its param group" if self.group_index is None else \
+            f"param group {self.group_index}"
+        return f"parameter {self.index} of {group} (shape {tuple(self.param.shape)})"
 
 
 def as_real(t: Tensor) -> Tensor:
@@ -137,70 +85,5 @@ def new_step(p, value=0.0):
     unless capturable; then a GradScaler step on CUDA would have to read
     found_inf on the host to know whether to count the step, a sync every
     step. On the parameter's device, the op adds 1 - found_inf with a kernel
-    (csrc/op_checks.h, NOTE: [step counters]) and nothing waits."""
+    (csrc/step_counters.h, NOTE: [step counters]) and nothing waits."""
     return torch.full((), float(value), dtype=_get_scalar_dtype(), device=p.device)
-
-
-def new_state(p, group):
-    state = {"step": new_step(p)}
-    if quantized(p, group):
-        keys = ["square_avg"]
-        keys += ["momentum_buffer"] if group["momentum"] > 0 else []
-        keys += ["grad_avg"] if group["centered"] else []
-        for key in keys:
-            value = group["initial_square_avg"] if key == "square_avg" else 0.0
-            state[codes_key(key)], state[scales_key(key)] = zeros_quantized(p, value)
-        return state
-    square_avg = zeros_state(p, group)
-    if group["initial_square_avg"] != 0:
-        as_real(square_avg).fill_(group["initial_square_avg"])
-    state["square_avg"] = square_avg
-    if group["momentum"] > 0:
-        state["momentum_buffer"] = zeros_state(p, group)
-    if group["centered"]:
-        state["grad_avg"] = zeros_state(p, group)
-    return state
-
-def check_state(p, state, group, where):
-    if not torch.is_tensor(state.get("step")):
-        raise RuntimeError(f"FusedRMSprop: the state of {where} has no 'step' tensor")
-    required = ["square_avg"]
-    required += ["momentum_buffer"] if group["momentum"] > 0 else []
-    required += ["grad_avg"] if group["centered"] else []
-    wanted = state_dtype(p, group)
-    for key in required:
-        value = state.get(key)
-        if codes_key(key) in state:
-            _check_quantized(p, state, key, where)
-            continue
-        if value is None:
-            continue  # created on first use (torch would raise a KeyError)
-        if (not torch.is_tensor(value) or value.shape != p.shape
-                or value.dtype not in (wanted, p.dtype) or value.device != p.device):
-            got = (f"shape {tuple(value.shape)}, dtype {value.dtype}, device {value.device}"
-                   if torch.is_tensor(value) else type(value).__name__)
-            raise RuntimeError(
-                f"FusedRMSprop: state '{key}' of {where} has {got}; expected shape "
-                f"{tuple(p.shape)}, dtype {wanted}, device {p.device} "
-                "(was a state_dict from another model loaded?)")
-
-
-def _check_quantized(p, state, key, where):
-    codes, scales = state[codes_key(key)], state.get(scales_key(key))
-    shape = tuple(as_real(p).shape)
-    blocks = (as_real(p).numel() + BLOCK - 1) // BLOCK
-    if not (torch.is_tensor(codes) and codes.dtype == torch.uint8 and tuple(codes.shape) == shape
-            and codes.device == p.device):
-        got = (f"shape {tuple(codes.shape)}, dtype {codes.dtype}, device {codes.device}"
-               if torch.is_tensor(codes) else type(codes).__name__)
-        raise RuntimeError(
-            f"FusedRMSprop: state '{codes_key(key)}' of {where} has {got}; expected shape "
-            f"{shape}, dtype torch.uint8, device {p.device} (8-bit state codes)")
-    if not (torch.is_tensor(scales) and scales.dtype == torch.float32
-            and tuple(scales.shape) == (blocks,) and scales.device == p.device):
-        got = (f"shape {tuple(scales.shape)}, dtype {scales.dtype}, device {scales.device}"
-               if torch.is_tensor(scales) else type(scales).__name__)
-        raise RuntimeError(
-            f"FusedRMSprop: state '{scales_key(key)}' of {where} has {got}; expected shape "
-            f"({blocks},), dtype torch.float32, device {p.device} (one scale per block of "
-            f"{BLOCK} elements)")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fused_rmsprop import FusedRMSprop
+from fused_rmsprop._calls import build_calls
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
@@ -37,9 +38,10 @@ def test_bytes_per_element_counts_every_tensor_the_op_touches():
         p.grad = torch.ones(4)
         opt = FusedRMSprop([p], **options)
         opt.step()
-        call, = opt._gather_calls({})
-        args = call.args
-        params, grads, square_avgs, buffers, grad_avgs, _ = args
+        call, = build_calls(opt, set(), set()).calls
+        lists = call.lists
+        square_avgs, buffers, grad_avgs = (lists[k] for k in ("square_avgs", "momentum_buffers",
+                                                              "grad_avgs"))
         state_lists = sum(1 for lst in (square_avgs, buffers, grad_avgs) if lst)
         assert cases.bytes_per_element(torch.float32, config) == 4 * (3 + 2 * state_lists)
 
