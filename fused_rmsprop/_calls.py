@@ -23,11 +23,11 @@ from torch import Tensor
 
 from ._op_args import amp_tensors, lr_for, op_kwargs, rounding_for
 from ._ops import rmsprop_
-from ._state import DTensor, as_real, is_dense, local_shards
+from ._state import DTensor, as_real, is_dense, local_shards, wanted_keys
 from ._state_forms import group_forms
 
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)  # never DTensors
-_LISTS = ("params", "grads", "square_avgs", "momentum_buffers", "grad_avgs", "state_steps")
+_NO_STATE = {}
 
 
 class Call:
@@ -37,22 +37,35 @@ class Call:
 
     __slots__ = ("lists", "options", "ids", "origins", "views", "slots")
 
-    def __init__(self, slots):
+    def __init__(self, slots, params, grads, ids, origins):
         self.slots = slots  # (state entry, op argument) of each state tensor
-        self.lists = {name: [] for name in _LISTS}
-        self.lists.update((name, []) for _, name in slots)
-        self.ids = []      # each param's index in the optimizer (stochastic rounding)
-        self.origins = []  # (group index, index in the group), kept for special groups
-        self.views = []    # (strided view, its dense stand-in)
+        self.lists = {"params": params, "grads": grads, "square_avgs": [],
+                      "momentum_buffers": [], "grad_avgs": [], "state_steps": []}
+        self.ids = ids          # each param's index in the optimizer (stochastic rounding)
+        self.origins = origins  # each param's index in its group (careful groups only)
+        self.views = ()         # (strided view, its dense stand-in)
         self.options = None
 
+    def gather_state(self, states):
+        """The state lists from each param's state dict; the missing entry
+        (no state, new options, state in another form), or None."""
+        lists = self.lists
+        try:
+            lists["state_steps"] = [s["step"] for s in states]
+            for entry, name in self.slots:
+                lists[name] = [s[entry] for s in states]
+        except KeyError as missing:  # (the one lookup in these lines)
+            return missing.args[0]
+        return None
+
     def subset(self, positions):
-        """The call of the params at `positions` (a split by device and dtype)."""
-        sub = Call(self.slots)
-        sub.lists = {name: [lst[k] for k in positions] if lst else []
-                     for name, lst in self.lists.items()}
-        sub.ids = [self.ids[k] for k in positions] if self.ids else []
-        sub.origins = [self.origins[k] for k in positions]
+        """The call of the params at `positions`."""
+        def pick(lst):
+            return [lst[k] for k in positions] if lst else []
+
+        sub = Call(self.slots, pick(self.lists["params"]), pick(self.lists["grads"]),
+                   pick(self.ids), pick(self.origins))
+        sub.lists = {name: pick(lst) for name, lst in self.lists.items()}
         return sub
 
     def run(self):
@@ -85,25 +98,21 @@ def build_calls(optimizer, careful, special):
     compiling = torch.compiler.is_compiling()
     for index, group in enumerate(optimizer.param_groups):
         group_first_id, first_id = first_id, first_id + len(group["params"])
-        care = index in careful
-        keys = ("square_avg",) + (("momentum_buffer",) if group["momentum"] > 0 else ()) \
-            + (("grad_avg",) if group["centered"] else ())
+        care, rounding = index in careful, group["stochastic_rounding"]
         small, large, threshold = group_forms(group)
-        calls = {small: Call(small.slots(keys))}
-        if large is not small:
-            calls[large] = Call(large.slots(keys))
-        rounding = group["stochastic_rounding"]
+        params, grads, states, ids, origins, large_at = [], [], [], [], [], []
         views, copied = [], False
         for i, p in enumerate(group["params"]):
             grad = p.grad
             if grad is None:
                 continue
-            s = state.get(p) or {}
+            s = state.get(p, _NO_STATE)
             # type() first: isinstance(p, DTensor) costs 0.1 us per param
             if type(p) not in _PLAIN_TYPES and isinstance(p, DTensor):
                 built.dtensors.append(p)
                 p, grad, s = local_shards(p, grad, s)
             if care:
+                origins.append(i)
                 if not is_dense(p):
                     view, p = p, torch.empty_like(p).copy_(p)
                     views.append((view, p))
@@ -113,59 +122,65 @@ def build_calls(optimizer, careful, special):
                 built.has_complex = True
                 p, grad = as_real(p), as_real(grad)
                 s = {k: as_real(v) for k, v in s.items()}
-            if large is small:
-                form = small
             # (traced, the size test is left out: dynamo cannot always
             # evaluate it, and the state already says it)
-            elif large.marker in s if compiling else p.numel() >= threshold:
-                form = large
-            else:
-                form = small
-            call = calls[form]
-            lists = call.lists
-            lists["params"].append(p)
-            lists["grads"].append(grad)
-            if care:
-                call.origins.append((index, i))
+            if large is not small and (large.marker in s if compiling
+                                       else p.numel() >= threshold):
+                large_at.append(len(params))
+            params.append(p)
+            grads.append(grad)
+            states.append(s)
             if rounding:
-                call.ids.append(group_first_id + i)
-            if built.refusal is not None:
-                continue
-            step = s.get("step")
-            if step is None:
-                built.refusal = f"parameter {i} of param group {index} has no state"
-                continue
-            lists["state_steps"].append(step)
-            for entry, name in call.slots:
-                value = s.get(entry)
-                if value is None:
-                    built.refusal = (f"parameter {i} of param group {index} has no '{entry}' "
-                                     "(new options, or state in another form)")
-                    break
-                lists[name].append(value)
-        kwargs = op_kwargs(group)
+                ids.append(group_first_id + i)
+        if not params:
+            continue
+        keys = wanted_keys(group)
+        whole = Call(small.slots(keys), params, grads, ids, origins)
+        calls = _split_by_form(whole, states, large_at, large.slots(keys))
+        if care:
+            calls = [sub for call, sub_states in calls
+                     for sub in _split_by_device_and_dtype(call, sub_states)]
         group_calls = []
-        for call in calls.values():
-            if not call.lists["params"]:
-                continue
-            split = _split_by_device_and_dtype(call) if care else [call]
-            copied = copied or len(split) > 1
-            group_calls += split
-        if views or copied:
+        for call, call_states in calls:
+            missing = call.gather_state(call_states)
+            if missing is not None and built.refusal is None:
+                built.refusal = f"a parameter of param group {index} has no '{missing}'"
+            group_calls.append(call)
+        if views or copied or len(group_calls) > 1 + bool(large_at):
             special.add(index)
+        if views:
             group_calls[-1].views = views
+        kwargs = op_kwargs(group)
         for call in group_calls:
             p = call.lists["params"][0]
             call.options = dict(kwargs, **amp(p.device), **lr_for(group["lr"], p.device),
                                 **rounding_for(group, p.dtype, call.ids))
+            if not care:
+                call.origins = None
+            else:
+                call.origins = [(index, i) for i in call.origins]
         built.calls += group_calls
     return built
 
 
-def _split_by_device_and_dtype(call):
+def _split_by_form(call, states, large_at, large_slots):
+    """[(call, its params' states)]: the params whose state has the large
+    form (`large_at`, e.g. 8-bit) in a call of their own."""
+    if not large_at:
+        return [(call, states)]
+    small_at = sorted(set(range(len(states))) - set(large_at))
+    large = call.subset(large_at)
+    large.slots = large_slots
+    pairs = [(large, [states[k] for k in large_at])]
+    if small_at:
+        pairs.insert(0, (call.subset(small_at), [states[k] for k in small_at]))
+    return pairs
+
+
+def _split_by_device_and_dtype(call, states):
     positions = {}
     for k, p in enumerate(call.lists["params"]):
         positions.setdefault((p.device, p.dtype), []).append(k)
     if len(positions) == 1:
-        return [call]
-    return [call.subset(ks) for ks in positions.values()]
+        return [(call, states)]
+    return [(call.subset(ks), [states[k] for k in ks]) for ks in positions.values()]
