@@ -7,7 +7,7 @@
 
 #include <type_traits>
 
-#include "op_checks.h"
+#include "op_args.h"
 
 namespace fused_rmsprop {
 

@@ -16,35 +16,11 @@ except ImportError as error:  # pragma: no cover - exercised by hand
 
 @torch.library.register_fake("fused_rmsprop::rmsprop_")
 @torch.library.register_fake("fused_rmsprop::rmsprop_check")
-def _rmsprop_fake(
-    params,
-    grads,
-    square_avgs,
-    momentum_buffers,
-    grad_avgs,
-    state_steps,
-    *,
-    lr,
-    alpha,
-    eps,
-    weight_decay,
-    momentum,
-    maximize,
-    eps_in_sqrt=False,
-    lr_in_momentum=False,
-    decoupled_weight_decay=False,
-    grad_scale=None,
-    found_inf=None,
-    lr_tensor=None,
-    grad_factor=None,
-    rounding_ids=(),
-    rounding_seed=0,
-    square_avg_scales=None,
-    momentum_buffer_scales=None,
-    grad_avg_scales=None,
-):
+def _rmsprop_fake(params, grads, square_avgs, momentum_buffers, grad_avgs, state_steps,
+                  **options):
     # The op only mutates its inputs in place: nothing to allocate or return.
-    # Check what metadata can tell, so a traced call fails as an eager one would.
+    # Check what metadata can tell, so a traced call fails as an eager one
+    # would; the other arguments (csrc/op_args.h) arrive in `options`.
     n = len(params)
     for name, lst in (("grads", grads), ("square_avgs", square_avgs),
                       ("momentum_buffers", momentum_buffers), ("grad_avgs", grad_avgs)):
@@ -58,18 +34,19 @@ def _rmsprop_fake(
                                  f"and device {p.device}")
     torch._check(len(state_steps) in (0, n),
                  lambda: f"fused_rmsprop: state_steps has {len(state_steps)} tensors but params has {n}")
+    momentum = options["momentum"]
     torch._check(momentum == 0 or len(momentum_buffers) == n,
                  lambda: f"fused_rmsprop: momentum = {momentum} > 0 needs one momentum_buffer "
                          "per parameter")
-    scale_lists = (("square_avg_scales", square_avg_scales, square_avgs),
-                   ("momentum_buffer_scales", momentum_buffer_scales, momentum_buffers),
-                   ("grad_avg_scales", grad_avg_scales, grad_avgs))
-    quantized = bool(square_avg_scales)
-    for name, scales, states in scale_lists:
+    quantized = bool(options.get("square_avg_scales"))
+    for name, states in (("square_avg", square_avgs), ("momentum_buffer", momentum_buffers),
+                         ("grad_avg", grad_avgs)):
+        name, scales = name + "_scales", options.get(name + "_scales")
         wanted = len(states) if quantized else 0
         torch._check(len(scales or ()) == wanted,
                      lambda: f"fused_rmsprop: {name} has {len(scales or ())} tensors; expected "
                              f"{wanted}")
+    rounding_ids = options.get("rounding_ids", ())
     torch._check(len(rounding_ids) in (0, n),
                  lambda: f"fused_rmsprop: rounding_ids has {len(rounding_ids)} ids but params "
                          f"has {n}")

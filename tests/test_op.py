@@ -235,3 +235,23 @@ def test_a_cpu_tensor_lr_is_refused_inside_cuda_graph_capture(monkeypatch):
     with pytest.raises(ValueError, match="CPU Tensor lr cannot follow its value in a captured"):
         lr_for(torch.tensor(0.1), torch.device("cuda", 0))
     assert lr_for(torch.tensor(0.1), torch.device("cpu"))["lr_tensor"].item() == pytest.approx(0.1)
+
+
+def test_the_schemas_generated_from_the_argument_table():
+    # csrc/op_args.h writes the arguments once; the schemas are what the
+    # table generates, the update op with its tensors marked as written.
+    args = ("{a}[] params, Tensor[] grads, {b}[] square_avgs, {c}[] momentum_buffers, "
+            "{d}[] grad_avgs, {e}[] state_steps, *, float lr, float alpha, float eps, "
+            "float weight_decay, float momentum, bool maximize, bool eps_in_sqrt=False, "
+            "bool lr_in_momentum=False, bool decoupled_weight_decay=False, "
+            "Tensor? grad_scale=None, Tensor? found_inf=None, Tensor? lr_tensor=None, "
+            "Tensor? grad_factor=None, int[] rounding_ids=[], int rounding_seed=0, "
+            "{f}[]? square_avg_scales=None, {g}[]? momentum_buffer_scales=None, "
+            "{h}[]? grad_avg_scales=None")
+    written = {k: f"Tensor({k}!)" for k in "abcdefgh"}
+    read = {k: "Tensor" for k in "abcdefgh"}
+    ops = torch.ops.fused_rmsprop
+    assert str(ops.rmsprop_.default._schema) == \
+        f"fused_rmsprop::rmsprop_({args.format(**written)}) -> ()"
+    assert str(ops.rmsprop_check.default._schema) == \
+        f"fused_rmsprop::rmsprop_check({args.format(**read)}) -> ()"

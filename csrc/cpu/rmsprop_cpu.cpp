@@ -14,7 +14,7 @@
 #include "isa.h"
 #include "quantized_span.h"
 #include "../dispatch.h"
-#include "../op_checks.h"
+#include "../op_entry.h"
 #include "../rmsprop_rule.h"
 #include "../stochastic_rounding.h"
 

@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include "../dispatch.h"
+#include "../op_entry.h"
 #include "rmsprop_kernel.h"
 
 namespace fused_rmsprop {

@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "../op_checks.h"
+#include "../op_args.h"
 #include "../rmsprop_rule.h"
 #include "../stochastic_rounding.h"
 #include "chunk_common.h"

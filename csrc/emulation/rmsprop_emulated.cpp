@@ -15,8 +15,11 @@
 
 #include "../cuda/rmsprop_kernel.h"
 #include "../dispatch.h"
-// The argument checks, compiled into this library too (it stands alone).
+#include "../op_entry.h"
+// The argument checks and step counters, compiled into this library too (it
+// stands alone).
 #include "../op_checks.cpp"
+#include "../step_counters.cpp"
 
 namespace fused_rmsprop {
 namespace {
@@ -61,28 +64,13 @@ RMSpropImpl emulated_impl(int64_t chunk_size, int64_t kernel_arg_bytes) {
                                             : &rmsprop_emulated<kSmallChunk, kSmallArgBytes>;
 }
 
-void rmsprop_emulated_op(
-    at::TensorList params, at::TensorList grads, at::TensorList square_avgs,
-    at::TensorList momentum_buffers, at::TensorList grad_avgs,
-    at::TensorList state_steps, double lr,
-    double alpha, double eps, double weight_decay, double momentum,
-    bool maximize, bool eps_in_sqrt, bool lr_in_momentum,
-    bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-    const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& lr_tensor,
-    const std::optional<at::Tensor>& grad_factor, c10::ArrayRef<int64_t> rounding_ids,
-    int64_t rounding_seed, std::optional<at::TensorList> square_avg_scales,
-    std::optional<at::TensorList> momentum_buffer_scales,
-    std::optional<at::TensorList> grad_avg_scales, int64_t chunk_size,
-    int64_t kernel_arg_bytes) {
+// The op's arguments (NOTE: [argument table]), then the launch layout.
+void rmsprop_emulated_op(at::TensorList params FUSED_RMSPROP_DECLARE_ARGS, int64_t chunk_size,
+                         int64_t kernel_arg_bytes) {
   const RMSpropImpl impl = emulated_impl(chunk_size, kernel_arg_bytes);
-  const TensorLists lists{params, grads, square_avgs, momentum_buffers, grad_avgs,
-      state_steps, grad_scale.value_or(at::Tensor()), found_inf.value_or(at::Tensor()),
-      lr_tensor.value_or(at::Tensor()), grad_factor.value_or(at::Tensor()), rounding_ids,
-      rounding_seed, square_avg_scales.value_or(at::TensorList()),
-      momentum_buffer_scales.value_or(at::TensorList()),
-      grad_avg_scales.value_or(at::TensorList())};
-  const RMSpropOptions opts{lr, alpha, eps, weight_decay, momentum, maximize,
-      eps_in_sqrt, lr_in_momentum, decoupled_weight_decay};
+  TensorLists lists;
+  RMSpropOptions opts{};
+  FUSED_RMSPROP_PACK_ARGS
   g_launches = 0;
   // As the CUDA op with its counters on the GPU (NOTE: [step counters]).
   run_checked(lists, opts, impl, CounterPolicy::kDeviceForAll);
@@ -117,18 +105,8 @@ std::vector<int64_t> launch_plan(at::TensorList tensors, int64_t depth, int64_t 
 }  // namespace
 
 TORCH_LIBRARY(fused_rmsprop_emulation, m) {
-  m.def(
-      "rmsprop_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] square_avgs, "
-      "Tensor(c!)[] momentum_buffers, Tensor(d!)[] grad_avgs, "
-      "Tensor(e!)[] state_steps, *, float lr, "
-      "float alpha, float eps, float weight_decay, float momentum, "
-      "bool maximize, bool eps_in_sqrt=False, bool lr_in_momentum=False, "
-      "bool decoupled_weight_decay=False, Tensor? grad_scale=None, "
-      "Tensor? found_inf=None, Tensor? lr_tensor=None, Tensor? grad_factor=None, "
-      "int[] rounding_ids=[], int rounding_seed=0, Tensor(f!)[]? square_avg_scales=None, "
-      "Tensor(g!)[]? momentum_buffer_scales=None, Tensor(h!)[]? grad_avg_scales=None, "
-      "int chunk_size=65536, "
-      "int kernel_arg_bytes=32764) -> ()");
+  m.def(op_schema("rmsprop_", /*updates=*/true,
+                  ", int chunk_size=65536, int kernel_arg_bytes=32764").c_str());
   m.impl("rmsprop_", c10::DispatchKey::CPU, &rmsprop_emulated_op);
   m.def("last_launches() -> int", &last_launches);
   m.def("launch_plan(Tensor[] tensors, int depth, int kernel_arg_bytes=32764) -> int[]",
