@@ -25,9 +25,8 @@
 #include <c10/macros/Macros.h>
 
 #include <cstdint>
-#include <cstring>
 
-#include "stochastic_rounding.h"  // float_bits
+#include "float_bits.h"
 
 namespace fused_rmsprop {
 
@@ -36,16 +35,6 @@ constexpr int kCodeShift = 20;        // 23 mantissa bits - 3 kept
 constexpr int32_t kUnsignedBase = 0x3F800000 - (255 << kCodeShift);
 constexpr int32_t kSignedBase = 0x3F800000 - (127 << kCodeShift);
 constexpr int32_t kRoundToNearest = 1 << (kCodeShift - 1);
-
-C10_HOST_DEVICE C10_ALWAYS_INLINE float bits_float(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float x;
-  std::memcpy(&x, &u, sizeof(x));
-  return x;
-#endif
-}
 
 // |x| as bits: comparing these as integers orders non-negative floats (a NaN
 // is larger than every number), so a block's scale is an integer max, which
@@ -91,12 +80,5 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE uint8_t encode_code(float y) {
   }
   return static_cast<uint8_t>(magnitude);
 }
-
-// A quantized state of one span: codes and the scales of its blocks (the
-// span starts at a block boundary).
-struct QuantizedState {
-  uint8_t* codes = nullptr;
-  float* scales = nullptr;
-};
 
 }  // namespace fused_rmsprop

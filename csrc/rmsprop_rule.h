@@ -1,9 +1,11 @@
 // The RMSprop update rule, written once.
 //
-// Every kernel of this project (the CPU kernel's vectorized body and its tail,
-// the CUDA functor, and the host-emulation build of the CUDA kernel) loads its
-// elements into `at::opmath_type<T>`, calls `rmsprop_update` below, and stores
-// the results back. Nothing else in the project computes an RMSprop step.
+// Every element loop of this project (the CPU kernel's, compiled per ISA, for
+// full-precision and for 8-bit state; the CUDA kernel's two chunk functors;
+// and the host-emulation build of those) loads its elements into
+// `at::opmath_type<T>`, calls `rmsprop_update` below, and stores the results
+// back: the state's form is a load/store policy around this one rule. Nothing
+// else in the project computes an RMSprop step.
 #pragma once
 
 #include <ATen/OpMathType.h>
@@ -43,7 +45,9 @@ C10_HOST_DEVICE inline M inverse_grad_scale(float scale) {
 template <typename M>
 struct RMSpropConstants {
   M grad_sign;          // -1 when maximizing
-  M grad_inv_scale;     // AMP: 1 / GradScaler's scale, else 1 (set by the kernel)
+  // 1, times 1 / GradScaler's scale (AMP), times the clipping coefficient
+  // (grad_factor): set by the kernel from device scalars.
+  M grad_multiplier;
   M weight_decay;       // coupled L2 term, 0 when off or decoupled
   M decay_factor;       // decoupled: 1 - lr * wd, else 1
   M alpha;
@@ -59,7 +63,7 @@ struct RMSpropConstants {
 
   C10_HOST_DEVICE explicit RMSpropConstants(const RMSpropOptions& o)
       : grad_sign(o.maximize ? M(-1) : M(1)),
-        grad_inv_scale(M(1)),
+        grad_multiplier(M(1)),
         weight_decay(o.decoupled_weight_decay ? M(0) : M(o.weight_decay)),
         decay_factor(o.decoupled_weight_decay ? M(1.0 - o.lr * o.weight_decay)
                                               : M(1)),
@@ -84,7 +88,7 @@ template <bool kMomentum, bool kCentered, typename M>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void rmsprop_update(
     M& p, M g, M& v, M& b, M& gbar, const RMSpropConstants<M>& c) {
   // Unscale as GradScaler.unscale_ does (g * inv_scale), then maximize.
-  g = g * c.grad_inv_scale * c.grad_sign;
+  g = g * c.grad_multiplier * c.grad_sign;
   if (c.weight_decay != M(0)) {
     g = g + c.weight_decay * p;
   }

@@ -31,9 +31,12 @@
 #pragma once
 
 #include <c10/macros/Macros.h>
+#include <c10/util/BFloat16.h>
 
 #include <cstdint>
-#include <cstring>
+#include <type_traits>
+
+#include "float_bits.h"
 
 namespace fused_rmsprop {
 
@@ -92,8 +95,13 @@ struct ElementBits {
   C10_HOST_DEVICE uint32_t grad_avg() const { return u1; }
 };
 
+// Whether a step that stores state of type S draws u1: for a bfloat16
+// momentum_buffer or grad_avg.
+template <typename S, bool kMomentum, bool kCentered>
+constexpr bool kSecondWord = std::is_same_v<S, c10::BFloat16> && (kMomentum || kCentered);
+
 // The bits of the element whose index has low 32 bits `index`; kSecondWord:
-// also u1, for a bfloat16 momentum_buffer or grad_avg.
+// also u1.
 template <bool kSecondWord>
 C10_HOST_DEVICE C10_ALWAYS_INLINE ElementBits element_bits(const RoundingKeys& keys,
                                                            uint32_t index) {
@@ -105,16 +113,6 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE ElementBits element_bits(const RoundingKeys& k
   return bits;
 }
 
-C10_HOST_DEVICE C10_ALWAYS_INLINE uint32_t float_bits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  return u;
-#endif
-}
-
 // The bfloat16 bits of x rounded stochastically with 16 random bits r (the
 // low 16 bits of `r` are used). Every NaN is stored as 0x7FC0, the quiet NaN
 // c10 writes: adding r to a NaN's bits could carry its payload into the
@@ -124,6 +122,19 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE uint32_t float_bits(float x) {
 C10_HOST_DEVICE C10_ALWAYS_INLINE uint16_t bf16_bits_stochastic(float x, uint32_t r) {
   const uint32_t u = x != x ? 0x7FC00000u : float_bits(x);
   return static_cast<uint16_t>((u + (r & 0xFFFFu)) >> 16);
+}
+
+// x stored as X (NOTE: [stochastic rounding]): bfloat16 rounded
+// stochastically with the low 16 bits of r; float stored exactly (the float32
+// state of bfloat16 params).
+template <typename X>
+C10_HOST_DEVICE C10_ALWAYS_INLINE X store_stochastic(float x, uint32_t r) {
+  if constexpr (std::is_same_v<X, c10::BFloat16>) {
+    return X(bf16_bits_stochastic(x, r), X::from_bits());
+  } else {
+    static_assert(std::is_same_v<X, float>, "stochastic rounding stores bfloat16 or float");
+    return x;
+  }
 }
 
 }  // namespace fused_rmsprop

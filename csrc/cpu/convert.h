@@ -9,9 +9,7 @@
 
 #include <bit>
 #include <cstdint>
-#include <type_traits>
 
-#include "../stochastic_rounding.h"
 
 namespace fused_rmsprop::cpu {
 
@@ -44,23 +42,6 @@ inline c10::BFloat16 store_as<c10::BFloat16, float>(float x) {
   const uint32_t u = std::bit_cast<uint32_t>(x);
   const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
   return c10::BFloat16(static_cast<uint16_t>(rounded), c10::BFloat16::from_bits());
-}
-
-// Which stored types stochastic rounding applies to (NOTE: [stochastic
-// rounding]): bfloat16; a float32 state of bfloat16 params is stored as is.
-template <typename X>
-constexpr bool kRoundsStochastically = std::is_same_v<X, c10::BFloat16>;
-
-// x stored as X, rounded stochastically with the low 16 bits of r when X is
-// bfloat16, exactly when X is float.
-template <typename X>
-inline X store_stochastic(float x, uint32_t r) {
-  if constexpr (kRoundsStochastically<X>) {
-    return X(bf16_bits_stochastic(x, r), X::from_bits());
-  } else {
-    static_assert(std::is_same_v<X, float>);
-    return x;
-  }
 }
 
 }  // namespace fused_rmsprop::cpu

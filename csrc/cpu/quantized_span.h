@@ -11,35 +11,12 @@
 #include <cstdint>
 
 #include "convert.h"
+#include "span.h"
 #include "../quantized_state.h"
 #include "../rmsprop_rule.h"
 #include "../stochastic_rounding.h"
 
 namespace fused_rmsprop::cpu {
-
-// Where a span's elements are in their tensor's rounding generator (NOTE:
-// [rounding generator]): the keys of their 2^32-element segment and the low
-// 32 bits of the first element's index. Unused when rounding to nearest.
-struct SpanRounding {
-  RoundingKeys keys;
-  uint32_t first = 0;
-
-  SpanRounding at(int64_t offset) const {
-    return {keys, first + static_cast<uint32_t>(offset)};
-  }
-};
-
-// The scales of a span's first block, per state (8-bit state only).
-struct SpanScales {
-  float* square_avg = nullptr;
-  float* momentum_buffer = nullptr;
-  float* grad_avg = nullptr;
-
-  SpanScales at_block(int64_t block) const {
-    auto shift = [block](float* s) { return s == nullptr ? s : s + block; };
-    return {shift(square_avg), shift(momentum_buffer), shift(grad_avg)};
-  }
-};
 
 // Encodes x[0, m) with scale max |x| (given as bits) into codes, and stores the scale.
 template <bool kSigned>

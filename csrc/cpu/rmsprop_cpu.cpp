@@ -13,6 +13,7 @@
 #include "half_blocks.h"
 #include "isa.h"
 #include "quantized_span.h"
+#include "span.h"
 #include "../dispatch.h"
 #include "../op_entry.h"
 #include "../rmsprop_rule.h"
@@ -31,6 +32,7 @@ constexpr int64_t kCacheLineBytes = 64;
 #define FUSED_RMSPROP_TARGET_V3 __attribute__((target("arch=x86-64-v3"), noinline))
 #endif
 
+using cpu::Span;
 using cpu::SpanRounding;
 using cpu::SpanScales;
 
@@ -50,7 +52,6 @@ C10_ALWAYS_INLINE void update_elements(
   using M = at::opmath_type<T>;
   using cpu::load_as;
   using cpu::store_as;
-  using cpu::store_stochastic;
   // The generator's index runs as its own 32-bit counter, which keeps the
   // vectorized loop in 32-bit lanes (from i it computes 64-bit ones).
   uint32_t index = r.first;
@@ -67,8 +68,7 @@ C10_ALWAYS_INLINE void update_elements(
     }
     rmsprop_update<kMomentum, kCentered>(p, load_as<M>(grad[i]), v, b, gbar, c);
     if constexpr (kStochastic) {
-      constexpr bool kStateBits = cpu::kRoundsStochastically<S> && (kMomentum || kCentered);
-      const ElementBits bits = element_bits<kStateBits>(r.keys, index);
+      const ElementBits bits = element_bits<kSecondWord<S, kMomentum, kCentered>>(r.keys, index);
       param[i] = store_stochastic<T>(p, bits.param());
       square_avg[i] = store_stochastic<S>(v, bits.square_avg());
       if constexpr (kMomentum) momentum_buffer[i] = store_stochastic<S>(b, bits.momentum_buffer());
@@ -92,22 +92,18 @@ C10_ALWAYS_INLINE void prefetch(const X* x, int64_t i, int64_t n) {
   }
 }
 
-// Elements [i, i + m) of a span: a piece of it (with 8-bit state, whole
-// blocks but for the span's last one; quantized_span.h).
-template <typename T, typename S, bool kMomentum, bool kCentered, bool kStochastic>
-C10_ALWAYS_INLINE void update_piece(
-    T* __restrict param, const T* __restrict grad, S* __restrict square_avg,
-    S* __restrict momentum_buffer, S* __restrict grad_avg, int64_t i, int64_t m,
-    const RMSpropConstants<at::opmath_type<T>>& c, const SpanRounding& r,
-    const SpanScales& q) {
-  S* b = kMomentum ? momentum_buffer + i : nullptr;
-  S* a = kCentered ? grad_avg + i : nullptr;
+// A piece of a span (with 8-bit state, whole blocks but for the span's
+// last one; quantized_span.h), by the element loop of its state's form.
+template <bool kMomentum, bool kCentered, bool kStochastic, typename T, typename S>
+C10_ALWAYS_INLINE void update_piece(const Span<T, S>& s,
+                                    const RMSpropConstants<at::opmath_type<T>>& c) {
   if constexpr (std::is_same_v<S, uint8_t>) {
     cpu::update_quantized_span<T, kMomentum, kCentered, kStochastic>(
-        param + i, grad + i, square_avg + i, b, a, m, c, r.at(i), q.at_block(i / kQuantBlock));
+        s.param, s.grad, s.square_avg, s.momentum_buffer, s.grad_avg, s.n, c, s.rounding,
+        s.scales);
   } else {
     update_elements<T, S, kMomentum, kCentered, kStochastic>(
-        param + i, grad + i, square_avg + i, b, a, m, c, r.at(i));
+        s.param, s.grad, s.square_avg, s.momentum_buffer, s.grad_avg, s.n, c, s.rounding);
   }
 }
 
@@ -121,48 +117,36 @@ C10_ALWAYS_INLINE void update_piece(
 // (Our guess at the cause, not measured: the hardware prefetcher alone keeps
 // fewer lines of so many streams in flight.)
 // kPrefetch is false for blocks that are already in L1 (the float16 path).
-template <typename T, typename S, bool kMomentum, bool kCentered, bool kStochastic,
-          bool kPrefetch>
-C10_ALWAYS_INLINE void update_span_body(
-    T* __restrict param,
-    const T* __restrict grad,
-    S* __restrict square_avg,
-    S* __restrict momentum_buffer,
-    S* __restrict grad_avg,
-    int64_t n,
-    const RMSpropConstants<at::opmath_type<T>> c,
-    const SpanRounding r,
-    const SpanScales q) {
+template <bool kMomentum, bool kCentered, bool kStochastic, bool kPrefetch, typename T,
+          typename S>
+C10_ALWAYS_INLINE void update_span_body(const Span<T, S> s,
+                                        const RMSpropConstants<at::opmath_type<T>> c) {
   constexpr bool kQuantized = std::is_same_v<S, uint8_t>;
   constexpr int64_t kBlock = kQuantized ? kQuantBlock : 4 * kCacheLineBytes / sizeof(T);
   constexpr int64_t kAhead = kQuantized ? 2 * kBlock : 4 * kBlock;  // 1 KB of float32 params
+  constexpr int64_t kScaleBlock = kQuantized ? kQuantBlock : 1;
+  const int64_t n = s.n;
   int64_t i = 0;
   for (; kPrefetch && i + kBlock <= n; i += kBlock) {
     if (i + kAhead + kBlock <= n) {
-      prefetch<1>(param, i + kAhead, kBlock);
-      prefetch<0>(grad, i + kAhead, kBlock);
-      prefetch<1>(square_avg, i + kAhead, kBlock);
-      if constexpr (kMomentum) prefetch<1>(momentum_buffer, i + kAhead, kBlock);
-      if constexpr (kCentered) prefetch<1>(grad_avg, i + kAhead, kBlock);
+      prefetch<1>(s.param, i + kAhead, kBlock);
+      prefetch<0>(s.grad, i + kAhead, kBlock);
+      prefetch<1>(s.square_avg, i + kAhead, kBlock);
+      if constexpr (kMomentum) prefetch<1>(s.momentum_buffer, i + kAhead, kBlock);
+      if constexpr (kCentered) prefetch<1>(s.grad_avg, i + kAhead, kBlock);
     }
-    update_piece<T, S, kMomentum, kCentered, kStochastic>(
-        param, grad, square_avg, momentum_buffer, grad_avg, i, kBlock, c, r, q);
+    update_piece<kMomentum, kCentered, kStochastic>(s.at(i, kBlock, kScaleBlock), c);
   }
-  update_piece<T, S, kMomentum, kCentered, kStochastic>(
-      param, grad, square_avg, momentum_buffer, grad_avg, i, n - i, c, r, q);
+  update_piece<kMomentum, kCentered, kStochastic>(s.at(i, n - i, kScaleBlock), c);
 }
 
 // The copies of the loop per ISA; each inlines update_span_body and
 // everything it calls, compiled for its target.
-#define FUSED_RMSPROP_SPAN_COPY(NAME, ATTRIBUTES)                                   \
-  template <typename T, typename S, bool kMomentum, bool kCentered, bool kStochastic, \
-            bool kPrefetch>                                                         \
-  ATTRIBUTES void NAME(T* __restrict param, const T* __restrict grad,               \
-      S* __restrict square_avg, S* __restrict momentum_buffer,                      \
-      S* __restrict grad_avg, int64_t n, const RMSpropConstants<at::opmath_type<T>> c, \
-      const SpanRounding r, const SpanScales q) {                                   \
-    update_span_body<T, S, kMomentum, kCentered, kStochastic, kPrefetch>(           \
-        param, grad, square_avg, momentum_buffer, grad_avg, n, c, r, q);            \
+#define FUSED_RMSPROP_SPAN_COPY(NAME, ATTRIBUTES)                                          \
+  template <bool kMomentum, bool kCentered, bool kStochastic, bool kPrefetch, typename T,  \
+            typename S>                                                                    \
+  ATTRIBUTES void NAME(const Span<T, S> s, const RMSpropConstants<at::opmath_type<T>> c) { \
+    update_span_body<kMomentum, kCentered, kStochastic, kPrefetch>(s, c);                  \
   }
 FUSED_RMSPROP_SPAN_COPY(update_span_baseline, __attribute__((noinline)))
 #ifdef FUSED_RMSPROP_X86_ISAS
@@ -172,45 +156,33 @@ FUSED_RMSPROP_SPAN_COPY(update_span_v4, FUSED_RMSPROP_TARGET_V4)
 #undef FUSED_RMSPROP_SPAN_COPY
 
 // Runs the copy of the loop for the active ISA.
-template <typename T, typename S, bool kMomentum, bool kCentered, bool kStochastic,
-          bool kPrefetch = true>
-void update_span(T* param, const T* grad, S* square_avg, S* momentum_buffer, S* grad_avg,
-    int64_t n, const RMSpropConstants<at::opmath_type<T>>& c, const SpanRounding& r,
-    const SpanScales& q = {}) {
+template <bool kMomentum, bool kCentered, bool kStochastic, bool kPrefetch = true, typename T,
+          typename S>
+void update_span(const Span<T, S>& s, const RMSpropConstants<at::opmath_type<T>>& c) {
 #ifdef FUSED_RMSPROP_X86_ISAS
   switch (cpu::active_isa()) {
     case cpu::Isa::kX86_64_V4:
-      return update_span_v4<T, S, kMomentum, kCentered, kStochastic, kPrefetch>(
-          param, grad, square_avg, momentum_buffer, grad_avg, n, c, r, q);
+      return update_span_v4<kMomentum, kCentered, kStochastic, kPrefetch>(s, c);
     case cpu::Isa::kX86_64_V3:
-      return update_span_v3<T, S, kMomentum, kCentered, kStochastic, kPrefetch>(
-          param, grad, square_avg, momentum_buffer, grad_avg, n, c, r, q);
+      return update_span_v3<kMomentum, kCentered, kStochastic, kPrefetch>(s, c);
     case cpu::Isa::kBaseline:
       break;
   }
 #endif
-  update_span_baseline<T, S, kMomentum, kCentered, kStochastic, kPrefetch>(
-      param, grad, square_avg, momentum_buffer, grad_avg, n, c, r, q);
+  update_span_baseline<kMomentum, kCentered, kStochastic, kPrefetch>(s, c);
 }
 
 // float16 params: block by block, convert to float32 (F16C), run the float32
 // loop above on the block, convert back. The rounding is the same as
 // converting each element on its own: float32 compute, one rounding to
 // float16 per stored value. float32 state (S = float) is used in place.
-template <typename S, bool kMomentum, bool kCentered>
-void update_span_half(
-    c10::Half* param,
-    const c10::Half* grad,
-    S* square_avg,
-    S* momentum_buffer,
-    S* grad_avg,
-    int64_t n,
-    const RMSpropConstants<float> c) {
+template <bool kMomentum, bool kCentered, typename S>
+void update_span_half(const Span<c10::Half, S>& s, const RMSpropConstants<float>& c) {
   constexpr int64_t kBlock = 512;
   alignas(64) float p[kBlock], g[kBlock], v[kBlock], b[kBlock], a[kBlock];
   constexpr bool kHalfState = std::is_same_v<S, c10::Half>;
-  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
-    const int64_t m = std::min(kBlock, n - i0);
+  for (int64_t i0 = 0; i0 < s.n; i0 += kBlock) {
+    const int64_t m = std::min(kBlock, s.n - i0);
     auto load_state = [&](S* src, float* block) -> float* {
       if constexpr (kHalfState) {
         cpu::half_to_float(src + i0, block, m);
@@ -224,30 +196,25 @@ void update_span_half(
         cpu::float_to_half(block, dst + i0, m);
       }
     };
-    cpu::half_to_float(param + i0, p, m);
-    cpu::half_to_float(grad + i0, g, m);
-    float* vs = load_state(square_avg, v);
-    float* bs = kMomentum ? load_state(momentum_buffer, b) : nullptr;
-    float* as = kCentered ? load_state(grad_avg, a) : nullptr;
-    update_span<float, float, kMomentum, kCentered, false, false>(
-        p, g, vs, bs, as, m, c, SpanRounding{});
-    cpu::float_to_half(p, param + i0, m);
-    store_state(square_avg, v);
-    if constexpr (kMomentum) store_state(momentum_buffer, b);
-    if constexpr (kCentered) store_state(grad_avg, a);
+    cpu::half_to_float(s.param + i0, p, m);
+    cpu::half_to_float(s.grad + i0, g, m);
+    const Span<float, float> block{p, g, load_state(s.square_avg, v),
+        kMomentum ? load_state(s.momentum_buffer, b) : nullptr,
+        kCentered ? load_state(s.grad_avg, a) : nullptr, m, {}, {}};
+    update_span<kMomentum, kCentered, false, false>(block, c);
+    cpu::float_to_half(p, s.param + i0, m);
+    store_state(s.square_avg, v);
+    if constexpr (kMomentum) store_state(s.momentum_buffer, b);
+    if constexpr (kCentered) store_state(s.grad_avg, a);
   }
 }
 
-template <typename T, typename S, bool kMomentum, bool kCentered, bool kStochastic>
-void update_param(T* param, const T* grad, S* square_avg, S* momentum_buffer,
-    S* grad_avg, int64_t n, const RMSpropConstants<at::opmath_type<T>>& c,
-    const SpanRounding& r, const SpanScales& q) {
+template <bool kMomentum, bool kCentered, bool kStochastic, typename T, typename S>
+void update_param(const Span<T, S>& s, const RMSpropConstants<at::opmath_type<T>>& c) {
   if constexpr (std::is_same_v<T, c10::Half> && !std::is_same_v<S, uint8_t>) {
-    update_span_half<S, kMomentum, kCentered>(
-        param, grad, square_avg, momentum_buffer, grad_avg, n, c);
+    update_span_half<kMomentum, kCentered>(s, c);
   } else {
-    update_span<T, S, kMomentum, kCentered, kStochastic>(
-        param, grad, square_avg, momentum_buffer, grad_avg, n, c, r, q);
+    update_span<kMomentum, kCentered, kStochastic>(s, c);
   }
 }
 
@@ -305,10 +272,10 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
     }
   }
   if (lists.grad_scale.defined()) {
-    c.grad_inv_scale = inverse_grad_scale<M>(lists.grad_scale.item<float>());
+    c.grad_multiplier = inverse_grad_scale<M>(lists.grad_scale.item<float>());
   }
   if (lists.grad_factor.defined()) {  // a CPU tensor: no synchronisation
-    c.grad_inv_scale = c.grad_inv_scale * static_cast<M>(lists.grad_factor.item<double>());
+    c.grad_multiplier = c.grad_multiplier * static_cast<M>(lists.grad_factor.item<double>());
   }
 
   at::parallel_for(
@@ -325,32 +292,28 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
           if (last <= first) {
             continue;
           }
-          T* p = static_cast<T*>(data(lists.params[t]));
-          const T* g = static_cast<const T*>(data(lists.grads[t]));
-          S* v = static_cast<S*>(data(lists.square_avgs[t]));
-          S* b = state_ptr(lists.momentum_buffers, t);
-          S* gbar = state_ptr(lists.grad_avgs, t);
+          Span<T, S> span{static_cast<T*>(data(lists.params[t])),
+              static_cast<const T*>(data(lists.grads[t])),
+              static_cast<S*>(data(lists.square_avgs[t])), state_ptr(lists.momentum_buffers, t),
+              state_ptr(lists.grad_avgs, t), numel, {}, {}};
+          if constexpr (kQuantized) {
+            span.scales = {scales_ptr(lists.square_avg_scales, t),
+                           scales_ptr(lists.momentum_buffer_scales, t),
+                           scales_ptr(lists.grad_avg_scales, t)};
+          }
           // A span is cut where the generator's segment changes (every 2^32
           // elements); without rounding it is one piece.
           for (int64_t lo = first; lo < last;) {
             int64_t hi = last;
-            SpanRounding r;
+            Span<T, S> piece = span.at(lo, 0, kUnit);
             if constexpr (Tag::kStochastic) {
               const int64_t segment = lo >> 32;
               hi = std::min(last, (segment + 1) << 32);
-              r = {RoundingKeys(rounding[t].first, rounding[t].second, segment),
-                   static_cast<uint32_t>(lo)};
+              piece.rounding = {RoundingKeys(rounding[t].first, rounding[t].second, segment),
+                                static_cast<uint32_t>(lo)};
             }
-            SpanScales q;
-            if constexpr (kQuantized) {
-              q = SpanScales{scales_ptr(lists.square_avg_scales, t),
-                             scales_ptr(lists.momentum_buffer_scales, t),
-                             scales_ptr(lists.grad_avg_scales, t)}
-                      .at_block(lo / kQuantBlock);
-            }
-            update_param<T, S, Tag::kMomentum, Tag::kCentered, Tag::kStochastic>(
-                p + lo, g + lo, v + lo, b ? b + lo : nullptr, gbar ? gbar + lo : nullptr,
-                hi - lo, c, r, q);
+            piece.n = hi - lo;
+            update_param<Tag::kMomentum, Tag::kCentered, Tag::kStochastic>(piece, c);
             lo = hi;
           }
         }

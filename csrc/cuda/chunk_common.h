@@ -1,5 +1,6 @@
 // What the CUDA kernel's chunk functors share (rmsprop_kernel.h: full-
-// precision state; rmsprop_quantized_chunk.h: 8-bit state): vector loads and
+// precision state; rmsprop_quantized_chunk.h: 8-bit state): the address
+// slots of a launch, what a block reads before its loop, vector loads and
 // stores, and the scalars every block reads from device memory.
 #pragma once
 
@@ -40,8 +41,8 @@ FUSED_RMSPROP_DEVICE void load_vector(M (&r)[kILP], const T* base, int64_t i) {
 // (NOTE: [stochastic rounding]).
 template <typename X, bool kStochastic, typename M>
 FUSED_RMSPROP_DEVICE X store_rounded(M x, uint32_t bits) {
-  if constexpr (kStochastic && std::is_same_v<X, c10::BFloat16>) {
-    return X(bf16_bits_stochastic(x, bits), X::from_bits());
+  if constexpr (kStochastic) {
+    return store_stochastic<X>(x, bits);
   } else {
     return static_cast<X>(x);
   }
@@ -93,12 +94,12 @@ FUSED_RMSPROP_DEVICE bool block_constants(const RMSpropOptions& opts, const Devi
   }
   c = RMSpropConstants<M>(o);
   if (device.grad_scale != nullptr) {
-    c.grad_inv_scale = inverse_grad_scale<M>(*device.grad_scale);
+    c.grad_multiplier = inverse_grad_scale<M>(*device.grad_scale);
   }
   if (device.grad_factor != nullptr) {
-    c.grad_inv_scale = c.grad_inv_scale * static_cast<M>(*device.grad_factor);
+    c.grad_multiplier = c.grad_multiplier * static_cast<M>(*device.grad_factor);
   } else if (device.grad_factor64 != nullptr) {
-    c.grad_inv_scale = c.grad_inv_scale * static_cast<M>(*device.grad_factor64);
+    c.grad_multiplier = c.grad_multiplier * static_cast<M>(*device.grad_factor64);
   }
   return true;
 }
@@ -138,5 +139,62 @@ FUSED_RMSPROP_DEVICE RoundingKeys chunk_rounding_keys(const Meta& meta, const De
   return RoundingKeys(meta.word[chunk.tensor], step_counter(value),
                       static_cast<uint64_t>(chunk.start) >> 32);
 }
+
+// NOTE: [address slots] The tensors of one parameter in a launch, in this
+// order: param, grad, square_avg, momentum_buffer (with momentum), grad_avg
+// (centered); with 8-bit state (S = uint8_t: the three hold codes) the scales
+// of each of those states; with stochastic rounding the step counter.
+// Both chunk functors derive from this layout, and run_multi_tensor fills
+// the slots from it.
+template <typename Tag>
+struct ChunkLayout {
+  using T = typename Tag::T;
+  using S = typename Tag::S;
+  using M = at::opmath_type<T>;
+  static constexpr bool kMom = Tag::kMomentum;
+  static constexpr bool kCen = Tag::kCentered;
+  static constexpr bool kSR = Tag::kStochastic;
+  static constexpr bool kQuantized = std::is_same_v<S, uint8_t>;
+  static constexpr int kBuf = 3;
+  static constexpr int kAvg = 3 + kMom;
+  static constexpr int kScales = 3 + kMom + kCen;  // 8-bit state only, as the next two
+  static constexpr int kBufScales = kScales + 1;
+  static constexpr int kAvgScales = kScales + 1 + kMom;
+  static constexpr int kStep = kScales + (kQuantized ? 1 + kMom + kCen : 0);
+  static constexpr int kDepth = kStep + kSR;
+
+  // What a thread block reads before its loop: its constants, its chunk,
+  // the chunk's tensors and (stochastic rounding) its generator's keys.
+  struct Block {
+    RMSpropConstants<M> c;
+    ChunkSpan chunk;
+    T* p;
+    const T* g;
+    S* v;
+    S* b;  // null without momentum
+    S* a;  // null when not centered
+    RoundingKeys keys;
+  };
+
+  // False when AMP skips the step: the block then returns before touching memory.
+  template <int64_t kChunk, typename Meta>
+  FUSED_RMSPROP_DEVICE static bool open(const Meta& meta, const RMSpropOptions& opts,
+                                        const DeviceScalars& device, Block& block) {
+    if (!block_constants(opts, device, block.c)) {
+      return false;
+    }
+    const ChunkSpan chunk = chunk_span<kChunk>(meta);
+    block.chunk = chunk;
+    block.p = chunk_data<T>(meta, 0, chunk);
+    block.g = chunk_data<const T>(meta, 1, chunk);
+    block.v = chunk_data<S>(meta, 2, chunk);
+    block.b = kMom ? chunk_data<S>(meta, kBuf, chunk) : nullptr;
+    block.a = kCen ? chunk_data<S>(meta, kAvg, chunk) : nullptr;
+    if constexpr (kSR) {
+      block.keys = chunk_rounding_keys<kStep>(meta, device, chunk);
+    }
+    return true;
+  }
+};
 
 }  // namespace fused_rmsprop

@@ -22,19 +22,14 @@
 namespace fused_rmsprop {
 
 template <typename Tag, int64_t kChunk>
-struct RMSpropChunk {
-  using T = typename Tag::T;
-  using S = typename Tag::S;
-  using M = at::opmath_type<T>;
-  static constexpr bool kMom = Tag::kMomentum;
-  static constexpr bool kCen = Tag::kCentered;
-  static constexpr bool kSR = Tag::kStochastic;
-  // bfloat16 momentum_buffer / grad_avg need ElementBits::u1 too
-  static constexpr bool kSRState = kSR && std::is_same_v<S, c10::BFloat16> && (kMom || kCen);
-  static constexpr int kDepth = 3 + kMom + kCen + kSR;
-  static constexpr int kBuf = 3;            // address slot of momentum_buffer
-  static constexpr int kAvg = 3 + kMom;     // address slot of grad_avg
-  static constexpr int kStep = 3 + kMom + kCen;  // of the step counter (kSR)
+struct RMSpropChunk : ChunkLayout<Tag> {
+  using Layout = ChunkLayout<Tag>;
+  using typename Layout::M;
+  using typename Layout::S;
+  using typename Layout::T;
+  using Layout::kCen;
+  using Layout::kMom;
+  using Layout::kSR;
   static constexpr int kThreads = static_cast<int>(kBlockSize);
   static_assert((int64_t{1} << 32) % kChunk == 0, "a chunk must not straddle a segment");
 
@@ -42,22 +37,19 @@ struct RMSpropChunk {
   FUSED_RMSPROP_DEVICE void operator()(
       const Meta& meta, const RMSpropOptions& opts,
       const DeviceScalars& device) const {
-    RMSpropConstants<M> c;
-    if (!block_constants(opts, device, c)) {
+    typename Layout::Block setup;
+    if (!Layout::template open<kChunk>(meta, opts, device, setup)) {
       return;
     }
-    const ChunkSpan chunk = chunk_span<kChunk>(meta);
-    const int64_t start = chunk.start;
-    const int64_t n = chunk.n;
-    T* p = chunk_data<T>(meta, 0, chunk);
-    const T* g = chunk_data<const T>(meta, 1, chunk);
-    S* v = chunk_data<S>(meta, 2, chunk);
-    S* b = kMom ? chunk_data<S>(meta, kBuf, chunk) : nullptr;
-    S* a = kCen ? chunk_data<S>(meta, kAvg, chunk) : nullptr;
-    RoundingKeys keys;
-    if constexpr (kSR) {
-      keys = chunk_rounding_keys<kStep>(meta, device, chunk);
-    }
+    const auto& c = setup.c;
+    const int64_t start = setup.chunk.start;
+    const int64_t n = setup.chunk.n;
+    T* p = setup.p;
+    const T* g = setup.g;
+    S* v = setup.v;
+    S* b = setup.b;
+    S* a = setup.a;
+    constexpr bool kSecond = kSecondWord<S, kMom, kCen>;
 
     M rp[kILP], rg[kILP], rv[kILP], rb[kILP] = {}, ra[kILP] = {};
     ElementBits bits[kILP];
@@ -79,7 +71,7 @@ struct RMSpropChunk {
         for (int k = 0; k < kILP; ++k) {
           rmsprop_update<kMom, kCen>(rp[k], rg[k], rv[k], rb[k], ra[k], c);
           if constexpr (kSR) {
-            bits[k] = element_bits<kSRState>(keys, static_cast<uint32_t>(start + i * kILP + k));
+            bits[k] = element_bits<kSecond>(setup.keys, static_cast<uint32_t>(start + i * kILP + k));
           }
         }
         store_vector<kSR, &ElementBits::param>(p, i, rp, bits);
@@ -101,7 +93,7 @@ struct RMSpropChunk {
           rmsprop_update<kMom, kCen>(mp, static_cast<M>(g[i]), mv, mb, ma, c);
           ElementBits e;
           if constexpr (kSR) {
-            e = element_bits<kSRState>(keys, static_cast<uint32_t>(start + i));
+            e = element_bits<kSecond>(setup.keys, static_cast<uint32_t>(start + i));
           }
           p[i] = store_rounded<T, kSR>(mp, e.param());
           v[i] = store_rounded<S, kSR>(mv, e.square_avg());
@@ -126,9 +118,8 @@ FUSED_RMSPROP_GLOBAL FUSED_RMSPROP_LAUNCH_BOUNDS(kBlockSize) void rmsprop_multi_
 // launch layout (NOTE: [kernel argument limit]).
 template <typename Tag, int64_t kChunk, int kArgBytes, typename Launch>
 void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, const Launch& launch) {
-  constexpr bool kQuantized = std::is_same_v<typename Tag::S, uint8_t>;
-  using Chunk = std::conditional_t<kQuantized, RMSpropQuantizedChunk<Tag, kChunk>,
-                                   RMSpropChunk<Tag, kChunk>>;
+  using Chunk = std::conditional_t<ChunkLayout<Tag>::kQuantized,
+                                   RMSpropQuantizedChunk<Tag, kChunk>, RMSpropChunk<Tag, kChunk>>;
   constexpr int kDepth = Chunk::kDepth;
   std::array<at::TensorList, kDepth> tl;
   tl[0] = lists.params;
@@ -136,7 +127,7 @@ void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, cons
   tl[2] = lists.square_avgs;
   if constexpr (Chunk::kMom) tl[Chunk::kBuf] = lists.momentum_buffers;
   if constexpr (Chunk::kCen) tl[Chunk::kAvg] = lists.grad_avgs;
-  if constexpr (kQuantized) {
+  if constexpr (Chunk::kQuantized) {
     tl[Chunk::kScales] = lists.square_avg_scales;
     if constexpr (Chunk::kMom) tl[Chunk::kBufScales] = lists.momentum_buffer_scales;
     if constexpr (Chunk::kCen) tl[Chunk::kAvgScales] = lists.grad_avg_scales;

@@ -52,46 +52,38 @@ FUSED_RMSPROP_DEVICE uint32_t warp_max(const uint32_t (&m)[kLanesPerThread]) {
 }
 
 template <typename Tag, int64_t kChunk>
-struct RMSpropQuantizedChunk {
-  using T = typename Tag::T;
-  using M = at::opmath_type<T>;
-  static constexpr bool kMom = Tag::kMomentum;
-  static constexpr bool kCen = Tag::kCentered;
-  static constexpr bool kSR = Tag::kStochastic;  // bfloat16 params only
-  // Address slots: param, grad, the codes of each state, their scales, the
-  // step counter (stochastic rounding).
-  static constexpr int kBuf = 3;
-  static constexpr int kAvg = 3 + kMom;
-  static constexpr int kScales = 3 + kMom + kCen;
-  static constexpr int kBufScales = kScales + 1;
-  static constexpr int kAvgScales = kScales + 1 + kMom;
-  static constexpr int kStep = kScales + 1 + kMom + kCen;
-  static constexpr int kDepth = kStep + kSR;
+struct RMSpropQuantizedChunk : ChunkLayout<Tag> {
+  using Layout = ChunkLayout<Tag>;
+  using typename Layout::M;
+  using typename Layout::T;
+  using Layout::kAvgScales;
+  using Layout::kBufScales;
+  using Layout::kCen;
+  using Layout::kMom;
+  using Layout::kScales;
+  using Layout::kSR;  // bfloat16 params only
   static constexpr int kThreads = static_cast<int>(kBlockSize) / kLanesPerThread;
   static_assert(kChunk % kQuantBlock == 0, "a chunk holds whole blocks");
 
   template <typename Meta>
   FUSED_RMSPROP_DEVICE void operator()(
       const Meta& meta, const RMSpropOptions& opts, const DeviceScalars& device) const {
-    RMSpropConstants<M> c;
-    if (!block_constants(opts, device, c)) {
+    typename Layout::Block setup;
+    if (!Layout::template open<kChunk>(meta, opts, device, setup)) {
       return;
     }
-    const ChunkSpan chunk = chunk_span<kChunk>(meta);
+    const auto& c = setup.c;
+    const ChunkSpan chunk = setup.chunk;
     const int64_t start = chunk.start;
     const int64_t n = chunk.n;
-    T* p = chunk_data<T>(meta, 0, chunk);
-    const T* g = chunk_data<const T>(meta, 1, chunk);
-    uint8_t* vc = chunk_data<uint8_t>(meta, 2, chunk);
-    uint8_t* bc = kMom ? chunk_data<uint8_t>(meta, kBuf, chunk) : nullptr;
-    uint8_t* ac = kCen ? chunk_data<uint8_t>(meta, kAvg, chunk) : nullptr;
+    T* p = setup.p;
+    const T* g = setup.g;
+    uint8_t* vc = setup.v;  // codes
+    uint8_t* bc = setup.b;
+    uint8_t* ac = setup.a;
     float* vs = scales(meta, kScales, chunk);
     float* bs = kMom ? scales(meta, kBufScales, chunk) : nullptr;
     float* as = kCen ? scales(meta, kAvgScales, chunk) : nullptr;
-    RoundingKeys keys;
-    if constexpr (kSR) {
-      keys = chunk_rounding_keys<kStep>(meta, device, chunk);
-    }
     // NOTE: [fast path], per block: whole vectors at aligned addresses.
     const bool aligned = n % kQuantBlock == 0 && is_aligned(p) && is_aligned(g) &&
         is_aligned(vc) && (!kMom || is_aligned(bc)) && (!kCen || is_aligned(ac));
@@ -133,7 +125,7 @@ struct RMSpropQuantizedChunk {
           ra[l][k] = kCen ? static_cast<M>(decode_code<true>(ca[l][k]) * a_scale) : M(0);
           rmsprop_update<kMom, kCen>(rp[l][k], rg[l][k], rv[l][k], rb[l][k], ra[l][k], c);
           if constexpr (kSR) {
-            bits[k] = element_bits<false>(keys, static_cast<uint32_t>(start + first + k));
+            bits[k] = element_bits<false>(setup.keys, static_cast<uint32_t>(start + first + k));
           }
           if (first + k < n) {  // masked-off lanes do not raise the scale
             v_max[l] = max_bits(v_max[l], abs_bits(static_cast<float>(rv[l][k])));
