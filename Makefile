@@ -18,6 +18,9 @@ TORCH_VERSION ?= 2.14.1
 OLDEST_TORCH ?= 2.11.0
 NO_VENV ?=
 export MAX_JOBS ?= 2
+# The tests use the test-only emulation build of the CUDA kernel (not part of
+# a user's install), and fail rather than skip when it is missing.
+export FUSED_RMSPROP_EMULATION := 1
 
 VENV := .venv
 OLD_VENV := .venv-oldest

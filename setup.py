@@ -7,6 +7,9 @@ Environment switches:
   TORCH_CUDA_ARCH_LIST          respected; when unset and no GPU is visible,
                                 sm_80 and sm_90 are built with PTX for newer GPUs.
   CUDA_HOME                     the CUDA toolkit; found from nvcc when unset.
+  FUSED_RMSPROP_EMULATION=0|1   1: also build the test-only fused_rmsprop._C_emulation
+                                (the CUDA kernel compiled for the CPU; `make build`
+                                and `make test` set it). Default 0: not installed.
 """
 
 import glob
@@ -115,7 +118,7 @@ def _extensions():
             "fused_rmsprop._C", sources,
             extra_compile_args={"cxx": cxx}, **common))
     emulation = sorted(glob.glob("csrc/emulation/*.cpp"))
-    if emulation and os.environ.get("FUSED_RMSPROP_EMULATION", "1") != "0":
+    if emulation and os.environ.get("FUSED_RMSPROP_EMULATION", "0") == "1":
         # Test-only: the CUDA kernel source compiled as C++ for the CPU.
         exts.append(CppExtension(
             "fused_rmsprop._C_emulation", emulation,
