@@ -90,7 +90,7 @@ def test_a_single_call_step_is_just_the_update():
 
 
 def test_a_group_that_becomes_mixed_is_split_by_dtype_from_then_on():
-    # NOTE: [grouping] in optimizer.py: a group not known to be mixed is passed
+    # NOTE: [grouping] in _calls.py: a group not known to be mixed is passed
     # whole; the op refuses mixed dtypes before writing, and the slow path
     # then splits the group and remembers that it is mixed.
     torch.manual_seed(0)

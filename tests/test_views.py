@@ -1,7 +1,7 @@
 """Parameters that are strided views, which torch.optim.RMSprop updates too.
 
 The fused kernel needs dense tensors, so such a parameter is updated through a
-dense stand-in copied back after the step (NOTE: [grouping] in optimizer.py);
+dense stand-in copied back after the step (NOTE: [grouping] in _calls.py);
 dense parameters of every layout are still updated in place.
 """
 
