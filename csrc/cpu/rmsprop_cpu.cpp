@@ -22,8 +22,6 @@
 namespace fused_rmsprop {
 namespace {
 
-constexpr int64_t kCacheLineBytes = 64;
-
 // Each call's element loop runs with the best ISA this CPU has (see NOTE:
 // [run-time ISA choice] in isa.h); these mark the copies compiled for each.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -32,6 +30,8 @@ constexpr int64_t kCacheLineBytes = 64;
 #define FUSED_RMSPROP_TARGET_V3 __attribute__((target("arch=x86-64-v3"), noinline))
 #endif
 
+using cpu::Cuts;
+using cpu::kCacheLineBytes;
 using cpu::Span;
 using cpu::SpanRounding;
 using cpu::SpanScales;
@@ -97,7 +97,7 @@ C10_ALWAYS_INLINE void prefetch(const X* x, int64_t i, int64_t n) {
 template <bool kMomentum, bool kCentered, bool kStochastic, typename T, typename S>
 C10_ALWAYS_INLINE void update_piece(const Span<T, S>& s,
                                     const RMSpropConstants<at::opmath_type<T>>& c) {
-  if constexpr (std::is_same_v<S, uint8_t>) {
+  if constexpr (Cuts<T, S>::kQuantized) {
     cpu::update_quantized_span<T, kMomentum, kCentered, kStochastic>(
         s.param, s.grad, s.square_avg, s.momentum_buffer, s.grad_avg, s.n, c, s.rounding,
         s.scales);
@@ -121,10 +121,8 @@ template <bool kMomentum, bool kCentered, bool kStochastic, bool kPrefetch, type
           typename S>
 C10_ALWAYS_INLINE void update_span_body(const Span<T, S> s,
                                         const RMSpropConstants<at::opmath_type<T>> c) {
-  constexpr bool kQuantized = std::is_same_v<S, uint8_t>;
-  constexpr int64_t kBlock = kQuantized ? kQuantBlock : 4 * kCacheLineBytes / sizeof(T);
-  constexpr int64_t kAhead = kQuantized ? 2 * kBlock : 4 * kBlock;  // 1 KB of float32 params
-  constexpr int64_t kScaleBlock = kQuantized ? kQuantBlock : 1;
+  constexpr int64_t kBlock = Cuts<T, S>::kPiece;
+  constexpr int64_t kAhead = Cuts<T, S>::kAhead;
   const int64_t n = s.n;
   int64_t i = 0;
   for (; kPrefetch && i + kBlock <= n; i += kBlock) {
@@ -135,9 +133,9 @@ C10_ALWAYS_INLINE void update_span_body(const Span<T, S> s,
       if constexpr (kMomentum) prefetch<1>(s.momentum_buffer, i + kAhead, kBlock);
       if constexpr (kCentered) prefetch<1>(s.grad_avg, i + kAhead, kBlock);
     }
-    update_piece<kMomentum, kCentered, kStochastic>(s.at(i, kBlock, kScaleBlock), c);
+    update_piece<kMomentum, kCentered, kStochastic>(s.at(i, kBlock), c);
   }
-  update_piece<kMomentum, kCentered, kStochastic>(s.at(i, n - i, kScaleBlock), c);
+  update_piece<kMomentum, kCentered, kStochastic>(s.at(i, n - i), c);
 }
 
 // The copies of the loop per ISA; each inlines update_span_body and
@@ -211,7 +209,7 @@ void update_span_half(const Span<c10::Half, S>& s, const RMSpropConstants<float>
 
 template <bool kMomentum, bool kCentered, bool kStochastic, typename T, typename S>
 void update_param(const Span<T, S>& s, const RMSpropConstants<at::opmath_type<T>>& c) {
-  if constexpr (std::is_same_v<T, c10::Half> && !std::is_same_v<S, uint8_t>) {
+  if constexpr (std::is_same_v<T, c10::Half> && !Cuts<T, S>::kQuantized) {
     update_span_half<kMomentum, kCentered>(s, c);
   } else {
     update_span<kMomentum, kCentered, kStochastic>(s, c);
@@ -241,8 +239,8 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
   using T = typename Tag::T;
   using S = typename Tag::S;
   using M = at::opmath_type<T>;
-  constexpr bool kQuantized = std::is_same_v<S, uint8_t>;
-  constexpr int64_t kUnit = kQuantized ? kQuantBlock : kCacheLineBytes / sizeof(T);
+  constexpr bool kQuantized = Cuts<T, S>::kQuantized;
+  constexpr int64_t kUnit = Cuts<T, S>::kUnit;
 
   const int64_t n = static_cast<int64_t>(lists.params.size());
   std::vector<int64_t> unit_start(n + 1, 0);
@@ -305,7 +303,7 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
           // elements); without rounding it is one piece.
           for (int64_t lo = first; lo < last;) {
             int64_t hi = last;
-            Span<T, S> piece = span.at(lo, 0, kUnit);
+            Span<T, S> piece = span.at(lo, 0);
             if constexpr (Tag::kStochastic) {
               const int64_t segment = lo >> 32;
               hi = std::min(last, (segment + 1) << 32);

@@ -5,10 +5,31 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
+#include "../quantized_state.h"
 #include "../stochastic_rounding.h"
 
 namespace fused_rmsprop::cpu {
+
+constexpr int64_t kCacheLineBytes = 64;
+
+// How the CPU loop cuts a call's work for parameters of type T and state of
+// type S; the state's form decides it, once. 8-bit state (S = uint8_t codes)
+// is cut in whole blocks of kQuantBlock elements, so that a block's scale is
+// one thread's and one piece's; full-precision state in cache lines of the
+// parameter (NOTE: [flat index space], NOTE: [software prefetch]).
+template <typename T, typename S>
+struct Cuts {
+  static constexpr bool kQuantized = std::is_same_v<S, uint8_t>;
+  // the unit of the flat index space that threads share out
+  static constexpr int64_t kUnit = kQuantized ? kQuantBlock : kCacheLineBytes / sizeof(T);
+  // a span is updated piece by piece, each prefetching kAhead elements ahead
+  static constexpr int64_t kPiece = kQuantized ? kQuantBlock : 4 * kCacheLineBytes / sizeof(T);
+  static constexpr int64_t kAhead = kQuantized ? 2 * kPiece : 4 * kPiece;  // 1 KB of float32
+  // the elements per scale (1: no scales)
+  static constexpr int64_t kScaleBlock = kQuantized ? kQuantBlock : 1;
+};
 
 // Where a span's elements are in their tensor's rounding generator (NOTE:
 // [rounding generator]): the keys of their 2^32-element segment and the low
@@ -48,10 +69,10 @@ struct Span {
   SpanScales scales;  // of the span's first block (8-bit state: spans start at a block)
 
   // Elements [i, i + m) of this span (8-bit state: i a multiple of the block size).
-  Span at(int64_t i, int64_t m, int64_t block_size = 1) const {
+  Span at(int64_t i, int64_t m) const {
     auto shift = [i](S* s) { return s == nullptr ? s : s + i; };
     return {param + i, grad + i, square_avg + i, shift(momentum_buffer), shift(grad_avg), m,
-            rounding.at(i), scales.at_block(i / block_size)};
+            rounding.at(i), scales.at_block(i / Cuts<T, S>::kScaleBlock)};
   }
 };
 
