@@ -42,7 +42,9 @@ class Call:
         self.lists = {"params": params, "grads": grads, "square_avgs": [],
                       "momentum_buffers": [], "grad_avgs": [], "state_steps": []}
         self.ids = ids          # each param's index in the optimizer (stochastic rounding)
-        self.origins = origins  # each param's index in its group (careful groups only)
+        # (group index, index in the group) of each param, in careful groups:
+        # the slow tier names a param the op refuses by it
+        self.origins = origins
         self.views = ()         # (strided view, its dense stand-in)
         self.options = None
 
@@ -112,7 +114,7 @@ def build_calls(optimizer, careful, special):
                 built.dtensors.append(p)
                 p, grad, s = local_shards(p, grad, s)
             if care:
-                origins.append(i)
+                origins.append((index, i))
                 if not is_dense(p):
                     view, p = p, torch.empty_like(p).copy_(p)
                     views.append((view, p))
@@ -137,6 +139,7 @@ def build_calls(optimizer, careful, special):
         keys = wanted_keys(group)
         whole = Call(small.slots(keys), params, grads, ids, origins)
         calls = _split_by_form(whole, states, large_at, large.slots(keys))
+        forms = len(calls)
         if care:
             calls = [sub for call, sub_states in calls
                      for sub in _split_by_device_and_dtype(call, sub_states)]
@@ -146,7 +149,7 @@ def build_calls(optimizer, careful, special):
             if missing is not None and built.refusal is None:
                 built.refusal = f"a parameter of param group {index} has no '{missing}'"
             group_calls.append(call)
-        if views or copied or len(group_calls) > 1 + bool(large_at):
+        if views or copied or len(group_calls) > forms:  # mixed devices or dtypes
             special.add(index)
         if views:
             group_calls[-1].views = views
@@ -155,10 +158,6 @@ def build_calls(optimizer, careful, special):
             p = call.lists["params"][0]
             call.options = dict(kwargs, **amp(p.device), **lr_for(group["lr"], p.device),
                                 **rounding_for(group, p.dtype, call.ids))
-            if not care:
-                call.origins = None
-            else:
-                call.origins = [(index, i) for i in call.origins]
         built.calls += group_calls
     return built
 
