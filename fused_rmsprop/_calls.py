@@ -80,13 +80,15 @@ class Built:
     """The calls of a step, or the reason the fast tier refuses it. The
     gradients are gathered either way (clipping takes their norm)."""
 
-    __slots__ = ("calls", "refusal", "dtensors", "has_complex")
+    __slots__ = ("calls", "refusal", "dtensors", "has_complex", "group_grads")
 
     def __init__(self):
         self.calls, self.refusal, self.dtensors, self.has_complex = [], None, [], False
+        self.group_grads = []  # each group's gathered grads, in the params' order
 
     def grads(self):
-        return [g for call in self.calls for g in call.lists["grads"]]
+        """Every gathered grad in the params' order (the order a norm sums in)."""
+        return [g for grads in self.group_grads for g in grads]
 
 
 def build_calls(optimizer, careful, special):
@@ -136,6 +138,7 @@ def build_calls(optimizer, careful, special):
                 ids.append(group_first_id + i)
         if not params:
             continue
+        built.group_grads.append(grads)
         keys = wanted_keys(group)
         whole = Call(small.slots(keys), params, grads, ids, origins)
         calls = _split_by_form(whole, states, large_at, large.slots(keys))

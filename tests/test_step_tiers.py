@@ -119,3 +119,19 @@ def test_a_state_the_op_refuses_is_named_by_its_entry():
                                            r"group 0 .* refused: .*square_avg_scales\[0\] must "
                                            "be a contiguous"):
         opt.step()
+
+
+def test_the_norm_sums_the_grads_in_the_params_order_whatever_the_calls():
+    # A group with 8-bit and full-precision state makes two calls; the norm is
+    # still of the grads in the params' order (as before the call builder),
+    # so clipping gives the same bits however the calls are cut.
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, dtype=torch.float64))
+              for s in ((70000,), (231,), (5000,))]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt = FusedRMSprop(params, state_bits=8, min_8bit_size=1000)
+    opt.step()
+    assert len(build_calls(opt, set(), set()).calls) == 2
+    expected = torch.ops.fused_rmsprop.grad_norm([p.grad for p in params], 2.0)
+    assert torch.equal(opt.clip_grad_norm_(1.0), expected)
