@@ -94,7 +94,7 @@ _INDEXED = re.compile(r"fused_rmsprop: (\w+)\[(\d+)\]")
 def _check_call(optimizer, call):
     """The op's checks of `call`; a refusal names the param it is about."""
     try:
-        rmsprop_check(**call.lists, **call.options)
+        rmsprop_check(*call.lists.values(), **call.options)
     except RuntimeError as error:
         match = _INDEXED.search(str(error))
         if match is None or not str(error).startswith("fused_rmsprop:"):

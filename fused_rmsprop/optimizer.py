@@ -178,7 +178,7 @@ def _run_unless_refused(calls, factor):
             calls[0].run()
             return True
         for call in calls:
-            rmsprop_check(**call.lists, **call.options)
+            rmsprop_check(*call.lists.values(), **call.options)
     except NotImplementedError:  # no kernel for these tensors, e.g. sparse
         return False
     except RuntimeError as error:
