@@ -57,12 +57,12 @@ def test_new_options_take_the_slow_tier_once_with_a_reason():
     opt = FusedRMSprop(params)
     for p in params:
         p.grad = torch.randn_like(p)
-    assert build_calls(opt, set(), set()).refusal == "parameter 0 of param group 0 has no 'step'"
+    assert build_calls(opt, set(), set()).refusal == "a parameter of param group 0 has no 'step'"
     opt.step()
     assert build_calls(opt, set(), set()).refusal is None
     opt.param_groups[0]["momentum"] = 0.9
     assert build_calls(opt, set(), set()).refusal == \
-        "parameter 0 of param group 0 has no 'momentum_buffer'"
+        "a parameter of param group 0 has no 'momentum_buffer'"
     opt.step()
     opt.param_groups[0]["state_bits"] = 8
     opt.param_groups[0]["min_8bit_size"] = 0
