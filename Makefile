@@ -5,6 +5,10 @@
 # make sanitize   compute-sanitizer memcheck, racecheck and initcheck over a
 #                 short CUDA step script (needs a GPU and compute-sanitizer)
 # make build  just build the extension in place
+# make gpu-check  on a machine with a GPU, offline, with the torch already
+#                 installed: build for that GPU, self-check, GPU tests,
+#                 benchmark and memcheck in about 5 minutes (tools/gpu_check.py;
+#                 GPU_CHECK_ARGS="--budget 600 --skip bench --out DIR ...")
 # Each target creates .venv in the checkout and installs what it needs.
 #
 # Offline, against a torch that is already installed (a GPU box, no pip):
@@ -37,7 +41,7 @@ INSTALLED := $(VENV)/.installed
 TORCHRUN := $(VENV)/bin/torchrun
 endif
 
-.PHONY: test test-pinned test-oldest test-slow bench build examples sanitize clean
+.PHONY: test test-pinned test-oldest test-slow bench build examples sanitize gpu-check clean
 
 $(VENV)/.installed: requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -93,6 +97,10 @@ sanitize: build
 		--kernel-name kns=rmsprop_multi_tensor_kernel $(PY) tools/sanitizer_step.py
 	PYTORCH_NO_CUDA_MEMORY_CACHING=1 $(SANITIZER) --tool racecheck --error-exitcode 9 \
 		--kernel-name kns=rmsprop_multi_tensor_kernel $(PY) tools/sanitizer_step.py
+
+# No venv and no pip: the python3 that is there, with its torch.
+gpu-check:
+	$(PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)
 
 # the examples' optional dependencies (the `examples` extra), then every example
 examples: build
