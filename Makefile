@@ -108,6 +108,7 @@ examples: build
 	PYTHONPATH=$(CURDIR) $(PY) examples/seed_2d.py
 	PYTHONPATH=$(CURDIR) $(PY) examples/airfoil.py
 	PYTHONPATH=$(CURDIR) $(PY) examples/digits.py
+	PYTHONPATH=$(CURDIR) $(PY) examples/clipping_amp.py
 	PYTHONPATH=$(CURDIR) $(PY) examples/bf16_rounding.py
 	PYTHONPATH=$(CURDIR) $(PY) examples/state_bits.py
 	PYTHONPATH=$(CURDIR) $(TORCHRUN) --nproc_per_node 2 examples/train_ddp.py

@@ -25,7 +25,7 @@ def _train(opt_class, device="cpu", bad_steps=(2, 5), dtype=torch.float32, clip=
         if i in bad_steps:
             loss = loss * float("inf")  # inf gradients: the scaler must skip this step
         scaler.scale(loss).backward()
-        if clip is not None:  # the README's clipping recipe (e.g. for Lightning)
+        if clip is not None:  # the clipping recipe of docs/distributed.md (Lightning)
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         scaler.step(opt)
@@ -40,7 +40,7 @@ KWS = [dict(), dict(momentum=0.9, centered=True, weight_decay=0.01)]
 @pytest.mark.parametrize("kw", KWS)
 def test_grad_scaler_matches_torch_including_skipped_steps(kw):
     # float64: both optimizers round at 1e-16, so 8 steps agree to 1e-10
-    # whatever the CPU (the README's float64 bound).
+    # whatever the CPU (docs/conventions.md's float64 bound).
     m1, o1, s1 = _train(FusedRMSprop, dtype=torch.float64, **kw)
     m2, o2, s2 = _train(torch.optim.RMSprop, dtype=torch.float64, **kw)
     assert s1 == s2  # the same steps were skipped, so the scale moved alike

@@ -1,4 +1,4 @@
-"""The examples run from a fresh checkout and print what the README says."""
+"""The examples run from a fresh checkout and print what docs/examples.md says."""
 
 import os
 import re
@@ -71,7 +71,7 @@ def test_bf16_rounding_example_shows_nearest_stall_and_stochastic_track(tmp_path
              re.findall(r"^(.+?)\s+final loss: .*\(mean ([0-9.]+)\)$", out, re.M)}
     assert len(means) == 3, out
     fp32 = means["float32"]
-    # Measured (3 seeds each, README): float32 0.249, round to nearest 0.302,
+    # Measured (3 seeds each, docs/stochastic-rounding.md): float32 0.249, round to nearest 0.302,
     # stochastic 0.250. Round to nearest stalls far above float32 (over 10 %,
     # where seed-to-seed spread is under 1 %); stochastic rounding ends within
     # 3 % of it (its noise: 1.5 % over these seeds).
@@ -86,7 +86,7 @@ def test_state_bits_example_trains_like_full_precision_and_the_naive_code_fails(
     gaps = {(task.strip(), kind.strip()): float(g) for task, kind, g in
             re.findall(r"^(.{15}) (.{16}) against full precision: ([-+0-9.]+) %$", out, re.M)}
     assert len(gaps) == 5, out
-    # Measured with the full seeds (README): airfoil +0.01 %, transformer LM
+    # Measured with the full seeds (docs/8bit-state.md): airfoil +0.01 %, transformer LM
     # -0.13 %, stress +7.1 %, the naive per-tensor code +2493 %. Digits is
     # chaotic (seeds spread from 0.046 to 0.081), so it only has to train.
     assert abs(gaps[("airfoil", "8-bit")]) < 1.0, out

@@ -33,3 +33,6 @@ def test_errors_of_any_kind_are_reported_and_the_run_goes_on(monkeypatch, capsys
            "RuntimeError: CUDA error: an illegal memory access was encountered" in out
     assert "Tensor-likes are not close!" in out and "AssertionError" not in out
     assert len(calls) == 4 * n  # every dtype was checked after the first error
+    # every failure is listed, not only the first few of a row
+    assert out.count("RuntimeError: CUDA error") == n
+    assert out.count("Tensor-likes are not close!") == n // 2
