@@ -101,13 +101,14 @@ def summary(out):
 
 def test_a_passing_run_writes_the_summary_with_the_bench_table(fake_gpu, tmp_path):
     fake_gpu["bench"] = ("print('  [1/2] 1e+08 float32 plain ... 1.0s');"
+                         "print('W1130 22:05:10.883000 1497 torch/_logging/_internal.py:1279] x');"
                          "print('      case tensors     numel');"
                          "print('     1e+08       1  1.00e+08')")
     assert gpu_check.main(["--out", str(tmp_path)]) == 0
     assert set(summary(tmp_path).values()) == {"PASS"}
     text = (tmp_path / "summary.txt").read_text()
     assert "fake machine" in text and "case tensors" in text and "1.00e+08" in text
-    assert "[1/2]" not in text  # progress lines stay in the log
+    assert "[1/2]" not in text and "W1130" not in text  # progress and log lines stay in the log
     assert (tmp_path / "bench.log").exists() and (tmp_path / "cudatests.log").exists()
 
 
@@ -132,11 +133,20 @@ def test_a_stage_that_would_not_fit_is_skipped_and_one_past_the_budget_is_killed
     assert statuses["cudatests"].startswith("SKIPPED (budget")
 
 
-def test_without_the_cuda_kernel_the_gpu_stages_are_skipped(fake_gpu, tmp_path, monkeypatch):
-    monkeypatch.setattr(gpu_check, "kernel_registered", lambda: False)
+def test_after_a_failed_build_the_gpu_stages_are_skipped(fake_gpu, tmp_path):
+    # (an older binary may still hold a CUDA kernel: it must not be what is tested)
     fake_gpu["build"] = "import sys; sys.exit(1)"
     assert gpu_check.main(["--out", str(tmp_path)]) == 1
     statuses = summary(tmp_path)
     assert statuses["build"] == "FAIL (exit status 1)"
+    for name in ("check", "cudatests", "bench", "sanitizer"):
+        assert statuses[name] == "SKIPPED (the build failed: see build.log)"
+
+
+def test_without_the_cuda_kernel_the_gpu_stages_are_skipped(fake_gpu, tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, "kernel_registered", lambda: False)
+    assert gpu_check.main(["--out", str(tmp_path), "--skip", "build"]) == 0
+    statuses = summary(tmp_path)
+    assert "build" not in statuses
     for name in ("check", "cudatests", "bench", "sanitizer"):
         assert statuses[name] == "SKIPPED (the CUDA kernel is not built: see build)"

@@ -22,8 +22,8 @@ H200 (torch 2.11.0+cu130, nvcc 13.0, 2026-11-30); STAGES holds the estimates:
 
 A stage starts only if the budget left covers its estimate (else SKIPPED,
 so the summary always comes back) and is killed when the budget runs out.
-The stages after `build` need the CUDA kernel: if it is not there, they are
-SKIPPED. Everything goes to one folder (--out): a log per stage,
+The stages after `build` need the CUDA kernel: if the build failed (an older
+binary must not be what is tested) or the kernel is not there, they are SKIPPED. Everything goes to one folder (--out): a log per stage,
 summary.txt (status and seconds per stage, then the benchmark table),
 summary.json and bench.json. Exit status 0 when no stage failed.
 
@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -56,6 +57,7 @@ STAGES = {
     "sanitizer": (25, "compute-sanitizer memcheck over tools/sanitizer_step.py"),
 }
 NEEDS_KERNEL = {"check", "cudatests", "bench", "sanitizer"}
+GLOG_LINE = re.compile(r"^[IWEF]\d{4} ")  # torch's C++ log lines: W1130 22:05:10 ...
 BENCH_ARGS = ["--device", "cuda", "--sizes", "1e8", "--models", "gpt2-small",
               "--dtypes", "float32", "bfloat16", "--configs", "plain", "mom+ctr+wd",
               "--compile", "headline", "--clipping-size", "1e8", "--rounding-size", "1e8",
@@ -202,8 +204,8 @@ def bench_lines(log_path):
     keep = []
     with open(log_path) as log:
         for line in log:
-            if line.startswith(("$ ", "  [", "W1", "W0")) or "warn" in line.lower():
-                continue
+            if line.startswith(("$ ", "  [")) or GLOG_LINE.match(line) or "Warning" in line:
+                continue  # the command, progress, torch's log lines and warnings
             keep.append(line.rstrip("\n"))
     return keep
 
@@ -224,6 +226,7 @@ def main(argv=None):
     cmds = commands(arch, out)
     results, start = [], time.monotonic()
     kernel = None  # whether the CUDA kernel is there: asked once, again after build
+    build_failed = False  # then the stages after it would test an older binary
     for name in stages:
         estimate = STAGES[name][0]
         left = args.budget - (time.monotonic() - start)
@@ -231,6 +234,8 @@ def main(argv=None):
         t0 = time.monotonic()
         if left < estimate:
             status = f"SKIPPED (budget: {left:.0f} s left, needs ~{estimate} s)"
+        elif name in NEEDS_KERNEL and build_failed:
+            status = "SKIPPED (the build failed: see build.log)"
         elif name in NEEDS_KERNEL and not (kernel if kernel is not None
                                            else (kernel := kernel_registered())):
             status = "SKIPPED (the CUDA kernel is not built: see build)"
@@ -248,7 +253,7 @@ def main(argv=None):
             status = ("PASS" if rc == 0 else f"TIMEOUT (budget ran out after {left:.0f} s)"
                       if rc is None else f"FAIL (exit status {rc})")
         if name == "build":
-            kernel = None
+            kernel, build_failed = None, status != "PASS"
         seconds = time.monotonic() - t0
         results.append({"stage": name, "status": status, "seconds": round(seconds, 1),
                         "estimate": estimate})
