@@ -112,6 +112,14 @@ def test_a_passing_run_writes_the_summary_with_the_bench_table(fake_gpu, tmp_pat
     assert (tmp_path / "bench.log").exists() and (tmp_path / "cudatests.log").exists()
 
 
+def test_an_earlier_runs_results_are_not_left_to_be_mistaken_for_this_ones(fake_gpu, tmp_path):
+    (tmp_path / "env.log").write_text("an older machine\n")
+    (tmp_path / "bench.json").write_text("{}")
+    assert gpu_check.main(["--out", str(tmp_path), "--only", "check", "--skip", "bench"]) == 0
+    assert not (tmp_path / "env.log").exists() and not (tmp_path / "bench.json").exists()
+    assert "an older machine" not in (tmp_path / "summary.txt").read_text()
+
+
 def test_a_failing_stage_fails_the_run_and_the_others_still_run(fake_gpu, tmp_path):
     fake_gpu["check"] = "import sys; print('mismatch'); sys.exit(3)"
     assert gpu_check.main(["--out", str(tmp_path)]) == 1

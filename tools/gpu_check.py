@@ -23,9 +23,11 @@ H200 (torch 2.11.0+cu130, nvcc 13.0, 2026-11-30); STAGES holds the estimates:
 A stage starts only if the budget left covers its estimate (else SKIPPED,
 so the summary always comes back) and is killed when the budget runs out.
 The stages after `build` need the CUDA kernel: if the build failed (an older
-binary must not be what is tested) or the kernel is not there, they are SKIPPED. Everything goes to one folder (--out): a log per stage,
+binary must not be what is tested) or the kernel is not there, they are
+SKIPPED. Everything goes to one folder (--out): a log per stage,
 summary.txt (status and seconds per stage, then the benchmark table),
-summary.json and bench.json. Exit status 0 when no stage failed.
+summary.json and bench.json; what an earlier run left there is removed
+first. Exit status 0 when no stage failed.
 
 On a machine with no visible CUDA GPU it prints the plan, says so and exits
 with status 2 (the test suite checks this on its CPU machines).
@@ -223,6 +225,9 @@ def main(argv=None):
               "`make test` and `python -m fused_rmsprop.check`)")
         return 2
     os.makedirs(out, exist_ok=True)
+    for old in [f"{s}.log" for s in STAGES] + ["summary.txt", "summary.json", "bench.json"]:
+        if os.path.exists(os.path.join(out, old)):  # an earlier run's, not to be mistaken
+            os.remove(os.path.join(out, old))
     cmds = commands(arch, out)
     results, start = [], time.monotonic()
     kernel = None  # whether the CUDA kernel is there: asked once, again after build
