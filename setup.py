@@ -87,17 +87,26 @@ def _want_cuda():
     return True
 
 
+# NOTE: [stable ABI] in csrc/torch_api.h: the sources use only LibTorch's
+# stable ABI, targeting torch 2.11 (the oldest we support), and Python's
+# limited API: one build loads in every torch >= 2.11 and every Python >= 3.10.
+TORCH_TARGET_VERSION = "0x020b000000000000"  # 2.11
+PY_LIMITED_API = "cp310"
+
+
 def _extensions():
     use_cuda = _want_cuda()
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
+    target = f"-DTORCH_TARGET_VERSION={TORCH_TARGET_VERSION}"
     # torch < 2.13 compiles extensions as C++17 unless a -std flag is given;
     # the sources are C++20 (as torch >= 2.13 itself).
     cxx = ["-O3", "-std=c++20", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno",
-           "-fopenmp"]
+           "-fopenmp", target]
     common = dict(
         include_dirs=[os.path.join(ROOT, "csrc")],
         extra_link_args=["-fopenmp"],
+        py_limited_api=True,
     )
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     exts = []
@@ -108,10 +117,12 @@ def _extensions():
         # emulation round alike (bit-identical results); the kernel is
         # memory-bound, so it costs nothing (tests/test_cuda_build.py checks
         # the PTX for fma).
-        nvcc = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo", "--fmad=false"]
+        nvcc = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo", "--fmad=false",
+                target]
         exts.append(CUDAExtension(
             "fused_rmsprop._C", sources,
-            define_macros=[("FUSED_RMSPROP_WITH_CUDA", "1")],
+            # USE_CUDA: the stable shim's CUDA declarations (the current stream)
+            define_macros=[("FUSED_RMSPROP_WITH_CUDA", "1"), ("USE_CUDA", "1")],
             extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **common))
     else:
         exts.append(CppExtension(
@@ -123,7 +134,7 @@ def _extensions():
         exts.append(CppExtension(
             "fused_rmsprop._C_emulation", emulation,
             extra_compile_args={"cxx": ["-O2", "-std=c++20", "-ffp-contract=off",
-                                        "-Wno-unknown-pragmas"]},
+                                        "-Wno-unknown-pragmas", target]},
             **common))
     return exts
 
@@ -144,4 +155,5 @@ if __name__ == "__main__":
         packages=find_packages(include=["fused_rmsprop", "fused_rmsprop.*"]),
         ext_modules=ext_modules,
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+        options={"bdist_wheel": {"py_limited_api": PY_LIMITED_API}},
     )

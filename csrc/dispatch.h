@@ -3,8 +3,6 @@
 // so that each supports exactly the same combinations.
 #pragma once
 
-#include <ATen/Dispatch.h>
-
 #include <type_traits>
 
 #include "op_args.h"
@@ -42,7 +40,7 @@ void dispatch_features(const TensorLists& lists, const F& f) {
 
 template <typename T, typename S, typename F>
 void dispatch_rounding(const TensorLists& lists, const F& f) {
-  if constexpr (std::is_same_v<T, at::BFloat16>) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
     if (lists.stochastic_rounding()) {
       dispatch_features<T, S, true>(lists, f);
       return;
@@ -51,28 +49,34 @@ void dispatch_rounding(const TensorLists& lists, const F& f) {
   dispatch_features<T, S, false>(lists, f);
 }
 
+template <typename T, typename F>
+void dispatch_state(const TensorLists& lists, const F& f) {
+  if (lists.quantized()) {  // 8-bit state: uint8 codes (NOTE: [8-bit state codes])
+    dispatch_rounding<T, uint8_t>(lists, f);
+    return;
+  }
+  if constexpr (std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>) {
+    if (lists.square_avgs[0].scalar_type() == kFloat) {
+      dispatch_rounding<T, float>(lists, f);
+      return;
+    }
+  }
+  dispatch_rounding<T, T>(lists, f);
+}
+
 // Calls f(KernelTag<...>{}) for the lists' dtypes and features. The lists
 // must have passed check_rmsprop_args and be non-empty.
 template <typename F>
 void dispatch_rmsprop(const TensorLists& lists, const F& f) {
-  const auto state_dtype = lists.square_avgs[0].scalar_type();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, lists.params[0].scalar_type(), "fused_rmsprop",
-      [&] {
-        if (lists.quantized()) {  // 8-bit state: uint8 codes (NOTE: [8-bit state codes])
-          dispatch_rounding<scalar_t, uint8_t>(lists, f);
-          return;
-        }
-        if constexpr (
-            std::is_same_v<scalar_t, at::Half> ||
-            std::is_same_v<scalar_t, at::BFloat16>) {
-          if (state_dtype == at::kFloat) {
-            dispatch_rounding<scalar_t, float>(lists, f);
-            return;
-          }
-        }
-        dispatch_rounding<scalar_t, scalar_t>(lists, f);
-      });
+  switch (lists.params[0].scalar_type()) {
+    case kDouble: return dispatch_state<double>(lists, f);
+    case kFloat: return dispatch_state<float>(lists, f);
+    case kHalf: return dispatch_state<c10::Half>(lists, f);
+    case kBFloat16: return dispatch_state<c10::BFloat16>(lists, f);
+    default:
+      FUSED_RMSPROP_CHECK(false, "fused_rmsprop: internal error: unchecked params dtype ",
+                          lists.params[0].scalar_type());
+  }
 }
 
 }  // namespace fused_rmsprop

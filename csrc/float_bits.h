@@ -1,7 +1,7 @@
 // A float32's bits and back, the same on the host and in CUDA device code.
 #pragma once
 
-#include <c10/macros/Macros.h>
+#include <torch/headeronly/macros/Macros.h>
 
 #include <cstdint>
 #include <cstring>

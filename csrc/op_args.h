@@ -34,14 +34,12 @@
 // float32 scale of each block (NOTE: [8-bit state codes]).
 #pragma once
 
-#include <ATen/core/Tensor.h>
-#include <c10/util/ArrayRef.h>
-
 #include <cstdint>
 #include <optional>
 #include <string>
 
 #include "rmsprop_rule.h"
+#include "torch_api.h"
 
 #define FUSED_RMSPROP_LIST_ARGS(X)             \
   X(List, lists, grads, "")                    \
@@ -75,23 +73,26 @@ namespace args {
 
 // Per kind: the type the entry takes, the type TensorLists keeps, the
 // schema type (with an alias set for updated tensors), and the unpacking.
+// The entry is boxed by TORCH_BOX, which unpacks each list into a
+// std::vector that lives for the whole call: the TensorLists are views of
+// those.
 template <typename Taken, typename Kept>
 struct Kind {
   using TakenType = Taken;
   using KeptType = Kept;
 };
-struct List : Kind<at::TensorList, at::TensorList> {
+struct List : Kind<TensorList, TensorList> {
   static std::string schema(char) { return "Tensor[]"; }
 };
-struct MutList : Kind<at::TensorList, at::TensorList> {
+struct MutList : Kind<TensorList, TensorList> {
   static std::string schema(char alias) {
     return alias ? std::string("Tensor(") + alias + "!)[]" : "Tensor[]";
   }
 };
-struct OptMutList : Kind<std::optional<at::TensorList>, at::TensorList> {
+struct OptMutList : Kind<const std::optional<TensorList>&, TensorList> {
   static std::string schema(char alias) { return MutList::schema(alias) + "?"; }
 };
-struct OptTensor : Kind<const std::optional<at::Tensor>&, at::Tensor> {
+struct OptTensor : Kind<const std::optional<Tensor>&, Tensor> {
   static std::string schema(char) { return "Tensor?"; }
 };
 struct Float : Kind<double, double> {
@@ -103,18 +104,18 @@ struct Bool : Kind<bool, bool> {
 struct Int : Kind<int64_t, int64_t> {
   static std::string schema(char) { return "int"; }
 };
-struct IntList : Kind<c10::ArrayRef<int64_t>, c10::ArrayRef<int64_t>> {
+struct IntList : Kind<fused_rmsprop::IntList, fused_rmsprop::IntList> {
   static std::string schema(char) { return "int[]"; }
 };
 
 template <typename K>
 constexpr bool kUpdated = std::is_same_v<K, MutList> || std::is_same_v<K, OptMutList>;
 
-inline at::TensorList unpack(const std::optional<at::TensorList>& x) {
-  return x.value_or(at::TensorList());
+inline TensorList unpack(const std::optional<TensorList>& x) {
+  return x.value_or(TensorList());
 }
-inline at::Tensor unpack(const std::optional<at::Tensor>& x) {
-  return x.value_or(at::Tensor());
+inline Tensor unpack(const std::optional<Tensor>& x) {
+  return x.has_value() ? *x : Tensor();
 }
 template <typename X>
 X unpack(X x) {
@@ -144,7 +145,7 @@ inline std::string op_schema(const char* name, bool updates, const char* extra =
 // Every tensor argument of one call, and the other arguments that are not
 // kernel options (RMSpropOptions): TensorLists' fields come from the table.
 struct TensorLists {
-  at::TensorList params;
+  TensorList params;
 #define FUSED_RMSPROP_FIELD_lists(kind, name) args::kind::KeptType name{};
 #define FUSED_RMSPROP_FIELD_opts(kind, name)
 #define FUSED_RMSPROP_FIELD(kind, dest, name, dflt) FUSED_RMSPROP_FIELD_##dest(kind, name)

@@ -2,23 +2,24 @@
 
 #include "quantized_state.h"
 
-#include <c10/util/Exception.h>
-
 #include <utility>
 
 namespace fused_rmsprop {
 namespace {
 
-bool is_supported_param_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf ||
-      t == at::kBFloat16;
+bool is_supported_param_dtype(ScalarType t) {
+  return t == kFloat || t == kDouble || t == kHalf ||
+      t == kBFloat16;
 }
 
 // Two tensors of one shape share a memory layout when every dimension of
 // size > 1 has the same stride (strides of size-1 dims never matter).
-bool same_layout(const at::Tensor& a, const at::Tensor& b) {
-  for (int64_t d = 0; d < a.dim(); ++d) {
-    if (a.size(d) > 1 && a.stride(d) != b.stride(d)) {
+bool same_layout(const Tensor& a, const Tensor& b) {
+  const IntList sizes = a.sizes();
+  const IntList a_strides = a.strides();
+  const IntList b_strides = b.strides();
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    if (sizes[d] > 1 && a_strides[d] != b_strides[d]) {
       return false;
     }
   }
@@ -27,43 +28,43 @@ bool same_layout(const at::Tensor& a, const at::Tensor& b) {
 
 void check_list(
     const char* name,
-    at::TensorList list,
+    TensorList list,
     const TensorLists& lists,
     bool is_state,
-    at::ScalarType expected_state_dtype) {
+    ScalarType expected_state_dtype) {
   const auto n = lists.params.size();
-  TORCH_CHECK(
+  FUSED_RMSPROP_CHECK(
       list.size() == n,
       "fused_rmsprop: ", name, " has ", list.size(),
       " tensors but params has ", n);
   for (size_t i = 0; i < n; ++i) {
-    const at::Tensor& p = lists.params[i];
-    const at::Tensor& t = list[i];
-    TORCH_CHECK(
+    const Tensor& p = lists.params[i];
+    const Tensor& t = list[i];
+    FUSED_RMSPROP_CHECK(
         t.defined(), "fused_rmsprop: ", name, "[", i, "] is undefined");
-    TORCH_CHECK(
-        t.layout() == at::kStrided,
+    FUSED_RMSPROP_CHECK(
+        t.layout() == Layout::Strided,
         "fused_rmsprop: ", name, "[", i, "] must be a dense (strided) tensor, got ",
-        t.layout(), " (sparse gradients are not supported)");
-    TORCH_CHECK(
+        to_string(t.layout()), " (sparse gradients are not supported)");
+    FUSED_RMSPROP_CHECK(
         t.device() == lists.params[0].device(),
         "fused_rmsprop: all tensors must be on one device; ", name, "[", i,
-        "] is on ", t.device(), " but params[0] is on ",
-        lists.params[0].device());
-    TORCH_CHECK(
-        t.sizes() == p.sizes(),
-        "fused_rmsprop: ", name, "[", i, "] has shape ", t.sizes(),
-        " but params[", i, "] has shape ", p.sizes());
+        "] is on ", to_string(t.device()), " but params[0] is on ",
+        to_string(lists.params[0].device()));
+    FUSED_RMSPROP_CHECK(
+        t.sizes().equals(p.sizes()),
+        "fused_rmsprop: ", name, "[", i, "] has shape ", to_string(t.sizes()),
+        " but params[", i, "] has shape ", to_string(p.sizes()));
     const auto want = is_state ? expected_state_dtype : p.scalar_type();
-    TORCH_CHECK(
+    FUSED_RMSPROP_CHECK(
         t.scalar_type() == want,
         "fused_rmsprop: ", name, "[", i, "] has dtype ", t.scalar_type(),
         ", expected ", want);
-    TORCH_CHECK(
-        t.is_non_overlapping_and_dense() && same_layout(t, p),
+    FUSED_RMSPROP_CHECK(
+        is_non_overlapping_and_dense(t) && same_layout(t, p),
         "fused_rmsprop: ", name, "[", i, "] must be dense and laid out in memory "
-        "like params[", i, "] (same strides); got strides ", t.strides(),
-        " for params strides ", p.strides());
+        "like params[", i, "] (same strides); got strides ", to_string(t.strides()),
+        " for params strides ", to_string(p.strides()));
   }
 }
 
@@ -71,44 +72,45 @@ void check_list(
 // generator's position) on the params' device, all in one dtype.
 void check_rounding_args(const TensorLists& lists) {
   const auto n = lists.params.size();
-  const at::Tensor& p0 = lists.params[0];
-  TORCH_CHECK(lists.rounding_ids.size() == n,
+  const Tensor& p0 = lists.params[0];
+  FUSED_RMSPROP_CHECK(lists.rounding_ids.size() == n,
       "fused_rmsprop: rounding_ids has ", lists.rounding_ids.size(),
       " ids but params has ", n, " (pass one per param, or none to round to nearest)");
-  TORCH_CHECK(p0.scalar_type() == at::kBFloat16,
+  FUSED_RMSPROP_CHECK(p0.scalar_type() == kBFloat16,
       "fused_rmsprop: stochastic rounding (rounding_ids) is for bfloat16 params; params "
       "have dtype ", p0.scalar_type());
-  TORCH_CHECK(lists.state_steps.size() == n,
+  FUSED_RMSPROP_CHECK(lists.state_steps.size() == n,
       "fused_rmsprop: stochastic rounding needs state_steps (one per param: the "
       "generator's position), got ", lists.state_steps.size(), " for ", n, " params");
   const auto step_dtype = lists.state_steps[0].scalar_type();
   for (size_t i = 0; i < n; ++i) {
-    const at::Tensor& s = lists.state_steps[i];
-    TORCH_CHECK(s.device() == p0.device() && s.scalar_type() == step_dtype,
+    const Tensor& s = lists.state_steps[i];
+    FUSED_RMSPROP_CHECK(s.device() == p0.device() && s.scalar_type() == step_dtype,
         "fused_rmsprop: with stochastic rounding, state_steps[", i, "] must be on ",
-        p0.device(), " with dtype ", step_dtype, " (as state_steps[0]); got ",
-        s.device(), " and ", s.scalar_type());
+        to_string(p0.device()), " with dtype ", step_dtype, " (as state_steps[0]); got ",
+        to_string(s.device()), " and ", s.scalar_type());
   }
 }
 
 // 8-bit state: each param's scales of one state, a contiguous float32 tensor
 // of one element per block of kQuantBlock elements (its last may be partial).
-void check_scales(const char* name, at::TensorList list, bool wanted, const TensorLists& lists) {
+void check_scales(const char* name, TensorList list, bool wanted, const TensorLists& lists) {
   const auto n = lists.params.size();
-  TORCH_CHECK(list.size() == (wanted ? n : 0),
+  FUSED_RMSPROP_CHECK(list.size() == (wanted ? n : 0),
       "fused_rmsprop: ", name, " has ", list.size(), " tensors; expected ", wanted ? n : 0,
       " (one per param when its state list is given and the state is 8-bit, else none)");
   for (size_t i = 0; i < list.size(); ++i) {
-    const at::Tensor& t = list[i];
+    const Tensor& t = list[i];
     const int64_t blocks = (lists.params[i].numel() + kQuantBlock - 1) / kQuantBlock;
-    TORCH_CHECK(t.defined() && t.layout() == at::kStrided && t.scalar_type() == at::kFloat &&
+    FUSED_RMSPROP_CHECK(t.defined() && t.layout() == Layout::Strided && t.scalar_type() == kFloat &&
         t.dim() == 1 && t.numel() == blocks && t.is_contiguous() &&
         t.device() == lists.params[0].device(),
         "fused_rmsprop: ", name, "[", i, "] must be a contiguous 1-D float32 tensor of ",
         blocks, " elements (one per block of ", kQuantBlock, " elements of params[", i,
-        "]) on ", lists.params[0].device(), "; got ",
-        t.defined() ? t.sizes() : at::IntArrayRef{}, ", ",
-        t.defined() ? t.scalar_type() : at::kFloat, ", ", t.defined() ? t.device() : at::Device(at::kCPU));
+        "]) on ", to_string(lists.params[0].device()), "; got ",
+        t.defined() ? to_string(t.sizes()) : "[]", ", ",
+        t.defined() ? t.scalar_type() : kFloat, ", ",
+        to_string(t.defined() ? t.device() : Device(DeviceType::CPU)));
   }
 }
 
@@ -116,58 +118,58 @@ void check_scales(const char* name, at::TensorList list, bool wanted, const Tens
 
 void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& o) {
   // The same bounds as torch.optim.RMSprop (which allows alpha > 1).
-  TORCH_CHECK(o.lr >= 0, "fused_rmsprop: lr must be >= 0, got ", o.lr);
-  TORCH_CHECK(o.alpha >= 0, "fused_rmsprop: alpha must be >= 0, got ", o.alpha);
-  TORCH_CHECK(o.eps >= 0, "fused_rmsprop: eps must be >= 0, got ", o.eps);
-  TORCH_CHECK(o.weight_decay >= 0,
+  FUSED_RMSPROP_CHECK(o.lr >= 0, "fused_rmsprop: lr must be >= 0, got ", o.lr);
+  FUSED_RMSPROP_CHECK(o.alpha >= 0, "fused_rmsprop: alpha must be >= 0, got ", o.alpha);
+  FUSED_RMSPROP_CHECK(o.eps >= 0, "fused_rmsprop: eps must be >= 0, got ", o.eps);
+  FUSED_RMSPROP_CHECK(o.weight_decay >= 0,
       "fused_rmsprop: weight_decay must be >= 0, got ", o.weight_decay);
-  TORCH_CHECK(o.momentum >= 0,
+  FUSED_RMSPROP_CHECK(o.momentum >= 0,
       "fused_rmsprop: momentum must be >= 0, got ", o.momentum);
-  TORCH_CHECK(o.momentum == 0 || lists.has_momentum(),
+  FUSED_RMSPROP_CHECK(o.momentum == 0 || lists.has_momentum(),
       "fused_rmsprop: momentum = ", o.momentum,
       " > 0 needs one momentum_buffer per parameter, got an empty list");
 
   const auto n = lists.params.size();
   if (n == 0) {
-    TORCH_CHECK(lists.grads.empty() && lists.square_avgs.empty() &&
+    FUSED_RMSPROP_CHECK(lists.grads.empty() && lists.square_avgs.empty() &&
         lists.momentum_buffers.empty() && lists.grad_avgs.empty() &&
         lists.rounding_ids.empty() && lists.square_avg_scales.empty() &&
         lists.momentum_buffer_scales.empty() && lists.grad_avg_scales.empty(),
         "fused_rmsprop: params is empty but the other lists are not");
     return;
   }
-  const at::Tensor& p0 = lists.params[0];
+  const Tensor& p0 = lists.params[0];
   for (size_t i = 0; i < n; ++i) {
-    const at::Tensor& p = lists.params[i];
-    TORCH_CHECK(p.defined(), "fused_rmsprop: params[", i, "] is undefined");
-    TORCH_CHECK(is_supported_param_dtype(p.scalar_type()),
+    const Tensor& p = lists.params[i];
+    FUSED_RMSPROP_CHECK(p.defined(), "fused_rmsprop: params[", i, "] is undefined");
+    FUSED_RMSPROP_CHECK(is_supported_param_dtype(p.scalar_type()),
         "fused_rmsprop: params[", i, "] has dtype ", p.scalar_type(),
         "; supported are float64, float32, float16 and bfloat16 "
         "(complex parameters are passed as torch.view_as_real views)");
-    TORCH_CHECK(p.scalar_type() == p0.scalar_type(),
+    FUSED_RMSPROP_CHECK(p.scalar_type() == p0.scalar_type(),
         "fused_rmsprop: all params of one call must share a dtype; params[", i,
         "] is ", p.scalar_type(), " but params[0] is ", p0.scalar_type());
-    TORCH_CHECK(p.layout() == at::kStrided && p.is_non_overlapping_and_dense(),
+    FUSED_RMSPROP_CHECK(p.layout() == Layout::Strided && is_non_overlapping_and_dense(p),
         "fused_rmsprop: params[", i, "] must be dense and non-overlapping "
         "(a contiguous or permuted tensor, not a strided view); got sizes ",
-        p.sizes(), " strides ", p.strides());
+        to_string(p.sizes()), " strides ", to_string(p.strides()));
   }
   const auto param_dtype = p0.scalar_type();
   const auto sdt = lists.square_avgs.empty() ? param_dtype
                                              : lists.square_avgs[0].scalar_type();
-  const bool half_param = param_dtype == at::kHalf || param_dtype == at::kBFloat16;
+  const bool half_param = param_dtype == kHalf || param_dtype == kBFloat16;
   if (lists.quantized()) {
-    TORCH_CHECK(sdt == at::kByte,
+    FUSED_RMSPROP_CHECK(sdt == kByte,
         "fused_rmsprop: with square_avg_scales (8-bit state) the state must be uint8 "
         "codes; square_avgs[0] has dtype ", sdt);
   } else {
-    TORCH_CHECK(sdt == param_dtype || (half_param && sdt == at::kFloat),
+    FUSED_RMSPROP_CHECK(sdt == param_dtype || (half_param && sdt == kFloat),
         "fused_rmsprop: state dtype ", sdt, " does not fit params of dtype ",
         param_dtype, "; state must have the param dtype, or float32 for "
-        "float16/bfloat16 params", sdt == at::kByte ? " (uint8 codes of 8-bit state "
+        "float16/bfloat16 params", sdt == kByte ? " (uint8 codes of 8-bit state "
         "need square_avg_scales)" : "");
   }
-  TORCH_CHECK(lists.quantized() || (lists.momentum_buffer_scales.empty() &&
+  FUSED_RMSPROP_CHECK(lists.quantized() || (lists.momentum_buffer_scales.empty() &&
                                     lists.grad_avg_scales.empty()),
       "fused_rmsprop: momentum_buffer_scales and grad_avg_scales need square_avg_scales "
       "(the state is 8-bit as a whole or not at all)");
@@ -187,31 +189,31 @@ void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& o) {
   if (lists.centered()) {
     check_list("grad_avgs", lists.grad_avgs, lists, true, sdt);
   }
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"grad_scale", lists.grad_scale},
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor&>{"grad_scale", lists.grad_scale},
                                 {"found_inf", lists.found_inf}}) {
-    TORCH_CHECK(!t.defined() || (t.numel() == 1 && t.scalar_type() == at::kFloat &&
-                                 t.layout() == at::kStrided && t.device() == p0.device()),
+    FUSED_RMSPROP_CHECK(!t.defined() || (t.numel() == 1 && t.scalar_type() == kFloat &&
+                                 t.layout() == Layout::Strided && t.device() == p0.device()),
         "fused_rmsprop: ", name, " must be a one-element float32 tensor on ",
-        p0.device());
+        to_string(p0.device()));
   }
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"lr_tensor", lists.lr_tensor},
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor&>{"lr_tensor", lists.lr_tensor},
                                 {"grad_factor", lists.grad_factor}}) {
-    TORCH_CHECK(!t.defined() || (t.numel() == 1 && t.layout() == at::kStrided &&
-                                 (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble) &&
+    FUSED_RMSPROP_CHECK(!t.defined() || (t.numel() == 1 && t.layout() == Layout::Strided &&
+                                 (t.scalar_type() == kFloat || t.scalar_type() == kDouble) &&
                                  t.device() == p0.device()),
         "fused_rmsprop: ", name, " must be a one-element float32 or float64 tensor on ",
-        p0.device());
+        to_string(p0.device()));
   }
-  TORCH_CHECK(lists.state_steps.empty() || lists.state_steps.size() == n,
+  FUSED_RMSPROP_CHECK(lists.state_steps.empty() || lists.state_steps.size() == n,
       "fused_rmsprop: state_steps has ", lists.state_steps.size(),
       " tensors but params has ", n, " (pass one per param, or none)");
   for (size_t i = 0; i < lists.state_steps.size(); ++i) {
-    const at::Tensor& s = lists.state_steps[i];
-    TORCH_CHECK(s.defined() && s.numel() == 1 && s.layout() == at::kStrided &&
-        (s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble) &&
-        (s.device().is_cpu() || s.device() == p0.device()),
+    const Tensor& s = lists.state_steps[i];
+    FUSED_RMSPROP_CHECK(s.defined() && s.numel() == 1 && s.layout() == Layout::Strided &&
+        (s.scalar_type() == kFloat || s.scalar_type() == kDouble) &&
+        (s.is_cpu() || s.device() == p0.device()),
         "fused_rmsprop: state_steps[", i, "] must be a one-element float32 or "
-        "float64 tensor on the CPU or on ", p0.device());
+        "float64 tensor on the CPU or on ", to_string(p0.device()));
   }
   if (lists.stochastic_rounding()) {
     check_rounding_args(lists);

@@ -14,7 +14,7 @@ namespace fused_rmsprop {
 // the CPU or the params' device; with stochastic rounding, bfloat16 params,
 // one id per param, and step counters of one dtype on the params' device (the
 // kernel reads them); with 8-bit state, uint8 codes laid out like the params
-// and one contiguous float32 scale per block of each. Raises c10::Error
+// and one contiguous float32 scale per block of each. Raises RuntimeError
 // naming the first offender; every message starts with "fused_rmsprop:".
 void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& opts);
 

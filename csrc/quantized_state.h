@@ -22,7 +22,7 @@
 // fused_rmsprop/_quantized.py writes the same codes in PyTorch.
 #pragma once
 
-#include <c10/macros/Macros.h>
+#include <torch/headeronly/macros/Macros.h>
 
 #include <cstdint>
 

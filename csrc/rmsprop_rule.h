@@ -3,15 +3,16 @@
 // Every element loop of this project (the CPU kernel's, compiled per ISA, for
 // full-precision and for 8-bit state; the CUDA kernel's two chunk functors;
 // and the host-emulation build of those) loads its elements into
-// `at::opmath_type<T>`, calls `rmsprop_update` below, and stores the results
+// `opmath_t<T>`, calls `rmsprop_update` below, and stores the results
 // back: the state's form is a load/store policy around this one rule. Nothing
 // else in the project computes an RMSprop step.
 #pragma once
 
-#include <ATen/OpMathType.h>
-#include <c10/macros/Macros.h>
+#include <torch/headeronly/macros/Macros.h>
 
 #include <cmath>
+
+#include "opmath.h"
 
 namespace fused_rmsprop {
 

@@ -1,20 +1,16 @@
 #include "step_counters.h"
 
-#include <ATen/TensorOperators.h>
-#include <ATen/ops/_foreach_add.h>
-#include <ATen/ops/clamp_max.h>
-
 #include <optional>
 
 namespace fused_rmsprop {
 
-bool skipped_on_host(const at::Tensor& found_inf) {
-  return found_inf.defined() && found_inf.device().is_cpu() &&
-      found_inf.item<float>() != 0.0f;
+bool skipped_on_host(const Tensor& found_inf) {
+  return found_inf.defined() && found_inf.is_cpu() && read_host_scalar(found_inf) != 0.0;
 }
 
-StepCounters::StepCounters(
-    at::TensorList state_steps, const at::Tensor& found_inf, CounterPolicy policy) {
+StepCounters::StepCounters(TensorList state_steps, const Tensor& found_inf, CounterPolicy policy,
+                           AdvanceOnDevice advance_on_device)
+    : found_inf_(found_inf), advance_on_device_(advance_on_device) {
   if (state_steps.empty()) {
     return;
   }
@@ -23,48 +19,39 @@ StepCounters::StepCounters(
   std::optional<bool> skipped;
   if (!found_inf.defined()) {
     skipped = false;
-  } else if (found_inf.device().is_cpu() && policy == CounterPolicy::kHostWritesCpuCounters) {
-    skipped = found_inf.item<float>() != 0.0f;
+  } else if (found_inf.is_cpu() && policy == CounterPolicy::kHostWritesCpuCounters) {
+    skipped = read_host_scalar(found_inf) != 0.0;
   }
-  for (const at::Tensor& s : state_steps) {
-    const bool host = s.device().is_cpu() && policy == CounterPolicy::kHostWritesCpuCounters;
+  for (const Tensor& s : state_steps) {
+    const bool host = s.is_cpu() && policy == CounterPolicy::kHostWritesCpuCounters;
     if (!host) {
+      FUSED_RMSPROP_CHECK(advance_on_device_ != nullptr,
+          "fused_rmsprop: internal error: a counter in device memory on a device without "
+          "a counter kernel");
       on_device_.push_back(s);
       continue;
     }
     if (!skipped.has_value()) {
       // CPU counters, found_inf on the GPU: the one case that must wait for
       // the device (the optimizer keeps counters on the params' device).
-      skipped = found_inf.item<float>() != 0.0f;
+      skipped = read_scalar(found_inf) != 0.0;
     }
     if (!*skipped) {
       on_host_.push_back(s);
     }
   }
-  if (!on_device_.empty() && found_inf.defined()) {
-    // NOTE: [step increment] 1 when the step is taken, 0 when skipped,
-    // computed on the device (no host synchronisation) and before the
-    // update writes anything. found_inf may be any one-element tensor (shape
-    // [] or [1], ...); foreach_add_ needs a 0-dim one.
-    increment_ = 1.0 - found_inf.reshape({}).clamp_max(1.0);
-  }
 }
 
 void StepCounters::advance() const {
-  for (const at::Tensor& s : on_host_) {
-    if (s.scalar_type() == at::kFloat) {
-      *s.data_ptr<float>() += 1.0f;
+  for (const Tensor& s : on_host_) {
+    if (s.scalar_type() == kFloat) {
+      *static_cast<float*>(s.data_ptr()) += 1.0f;
     } else {
-      *s.data_ptr<double>() += 1.0;
+      *static_cast<double*>(s.data_ptr()) += 1.0;
     }
   }
-  if (on_device_.empty()) {
-    return;
-  }
-  if (increment_.defined()) {
-    at::_foreach_add_(on_device_, increment_);
-  } else {
-    at::_foreach_add_(on_device_, 1);
+  if (!on_device_.empty()) {
+    advance_on_device_(on_device_, found_inf_);
   }
 }
 

@@ -30,8 +30,8 @@
 // writes the same function in Python.
 #pragma once
 
-#include <c10/macros/Macros.h>
-#include <c10/util/BFloat16.h>
+#include <torch/headeronly/macros/Macros.h>
+#include <torch/headeronly/util/BFloat16.h>
 
 #include <cstdint>
 #include <type_traits>

@@ -5,7 +5,7 @@
 // (float16 goes through half_blocks.h instead.)
 #pragma once
 
-#include <c10/util/BFloat16.h>
+#include <torch/headeronly/util/BFloat16.h>
 
 #include <bit>
 #include <cstdint>

@@ -1,11 +1,6 @@
 // The CPU kernel of fused_rmsprop::grad_norm: one pass over every gradient of
 // the list, split over threads in blocks of a fixed size, so the result does
 // not depend on the number of threads.
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-#include <ATen/ops/scalar_tensor.h>
-#include <torch/library.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -90,7 +85,7 @@ double partial(const T* x, int64_t n, double p) {
 }
 
 template <NormKind kKind, typename T>
-double norm_of(at::TensorList grads, double p) {
+double norm_of(TensorList grads, double p) {
   const int64_t n = static_cast<int64_t>(grads.size());
   std::vector<int64_t> block_start(n + 1, 0);
   for (int64_t t = 0; t < n; ++t) {
@@ -99,12 +94,12 @@ double norm_of(at::TensorList grads, double p) {
   const int64_t blocks = block_start[n];
   std::vector<double> partials(blocks, 0.0);
   // 4 blocks (32K elements) per task at least: waking the pool costs more below.
-  at::parallel_for(0, blocks, 4, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, blocks, 4, [&](int64_t begin, int64_t end) {
     int64_t t = std::upper_bound(block_start.begin(), block_start.end(), begin) -
         block_start.begin() - 1;
     for (int64_t b = begin; b < end; ++b) {
       while (b >= block_start[t + 1]) ++t;
-      const T* x = static_cast<const T*>(grads[t].const_data_ptr());
+      const T* x = static_cast<const T*>(grads[t].data_ptr());
       const int64_t first = (b - block_start[t]) * kNormBlock;
       const int64_t count = std::min(kNormBlock, grads[t].numel() - first);
       partials[b] = partial<kKind, T>(x + first, count, p);
@@ -123,28 +118,43 @@ double norm_of(at::TensorList grads, double p) {
   }
 }
 
-at::Tensor grad_norm_cpu(at::TensorList grads, double norm_type) {
+template <typename T>
+double norm_by_kind(TensorList grads, double norm_type) {
+  if (std::isinf(norm_type)) {
+    return norm_of<NormKind::kInf, T>(grads, norm_type);
+  }
+  if (norm_type == 2.0) {
+    return norm_of<NormKind::kTwo, T>(grads, norm_type);
+  }
+  if (norm_type == 1.0) {
+    return norm_of<NormKind::kOne, T>(grads, norm_type);
+  }
+  return norm_of<NormKind::kPow, T>(grads, norm_type);
+}
+
+Tensor grad_norm_cpu(TensorList grads, double norm_type) {
   check_grad_norm_args(grads, norm_type);
   double value = 0.0;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grads[0].scalar_type(),
-      "fused_rmsprop.grad_norm", [&] {
-        if (std::isinf(norm_type)) {
-          value = norm_of<NormKind::kInf, scalar_t>(grads, norm_type);
-        } else if (norm_type == 2.0) {
-          value = norm_of<NormKind::kTwo, scalar_t>(grads, norm_type);
-        } else if (norm_type == 1.0) {
-          value = norm_of<NormKind::kOne, scalar_t>(grads, norm_type);
-        } else {
-          value = norm_of<NormKind::kPow, scalar_t>(grads, norm_type);
-        }
-      });
-  return at::scalar_tensor(value, at::TensorOptions().dtype(grad_norm_dtype(grads)));
+  switch (grads[0].scalar_type()) {
+    case kDouble: value = norm_by_kind<double>(grads, norm_type); break;
+    case kFloat: value = norm_by_kind<float>(grads, norm_type); break;
+    case kHalf: value = norm_by_kind<c10::Half>(grads, norm_type); break;
+    default: value = norm_by_kind<c10::BFloat16>(grads, norm_type); break;  // checked
+  }
+  const ScalarType dtype = grad_norm_dtype(grads);
+  Tensor result = torch::stable::empty({}, dtype, std::nullopt, Device(DeviceType::CPU));
+  if (dtype == kDouble) {
+    *static_cast<double*>(result.data_ptr()) = value;
+  } else {
+    *static_cast<float*>(result.data_ptr()) = static_cast<float>(value);
+  }
+  return result;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fused_rmsprop, CPU, m) {
-  m.impl("grad_norm", &grad_norm_cpu);
+STABLE_TORCH_LIBRARY_IMPL(fused_rmsprop, CPU, m) {
+  m.impl("grad_norm", TORCH_BOX(&grad_norm_cpu));
 }
 
 }  // namespace fused_rmsprop

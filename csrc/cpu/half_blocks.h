@@ -4,7 +4,7 @@
 // of float16 values to float32, runs the float32 loop on it, and converts back.
 #pragma once
 
-#include <c10/util/Half.h>
+#include <torch/headeronly/util/Half.h>
 
 #include <cstdint>
 

@@ -1,9 +1,8 @@
 #include "isa.h"
 
-#include <c10/util/Exception.h>
-#include <torch/library.h>
-
 #include <atomic>
+
+#include "../torch_api.h"
 
 namespace fused_rmsprop::cpu {
 namespace {
@@ -44,17 +43,27 @@ std::string set_cpu_isa(const std::string& name) {
         wanted = i;
       }
     }
-    TORCH_CHECK(wanted >= 0, "fused_rmsprop: _cpu_isa: unknown ISA '", name,
+    FUSED_RMSPROP_CHECK(wanted >= 0, "fused_rmsprop: _cpu_isa: unknown ISA '", name,
         "'; expected 'auto', 'baseline', 'x86-64-v3' or 'x86-64-v4'");
-    TORCH_CHECK(wanted <= static_cast<int>(kBest), "fused_rmsprop: _cpu_isa: this CPU "
+    FUSED_RMSPROP_CHECK(wanted <= static_cast<int>(kBest), "fused_rmsprop: _cpu_isa: this CPU "
         "cannot run '", name, "'; it supports up to '", kNames[static_cast<int>(kBest)], "'");
     g_forced.store(wanted);
   }
   return kNames[static_cast<int>(active_isa())];
 }
 
-TORCH_LIBRARY_FRAGMENT(fused_rmsprop, m) {
-  m.def("_cpu_isa(str isa=\"\") -> str", [](std::string isa) { return set_cpu_isa(isa); });
+namespace {
+std::string cpu_isa_op(std::string isa) {
+  return set_cpu_isa(isa);
+}
+}  // namespace
+
+STABLE_TORCH_LIBRARY_FRAGMENT(fused_rmsprop, m) {
+  m.def("_cpu_isa(str isa=\"\") -> str");
+}
+
+STABLE_TORCH_LIBRARY_IMPL(fused_rmsprop, CompositeExplicitAutograd, m) {
+  m.impl("_cpu_isa", TORCH_BOX(&cpu_isa_op));
 }
 
 }  // namespace fused_rmsprop::cpu

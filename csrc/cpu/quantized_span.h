@@ -5,13 +5,12 @@
 // encoding, so memory is still read and written once.
 #pragma once
 
-#include <ATen/OpMathType.h>
-
 #include <algorithm>
 #include <cstdint>
 
 #include "convert.h"
 #include "span.h"
+#include "../opmath.h"
 #include "../quantized_state.h"
 #include "../rmsprop_rule.h"
 #include "../stochastic_rounding.h"
@@ -35,8 +34,8 @@ template <typename T, bool kMomentum, bool kCentered, bool kStochastic>
 C10_ALWAYS_INLINE void update_quantized_block(
     T* __restrict param, const T* __restrict grad, uint8_t* __restrict v_codes,
     uint8_t* __restrict b_codes, uint8_t* __restrict a_codes, const SpanScales& scales,
-    int64_t m, const RMSpropConstants<at::opmath_type<T>>& c, const SpanRounding& r) {
-  using M = at::opmath_type<T>;
+    int64_t m, const RMSpropConstants<opmath_t<T>>& c, const SpanRounding& r) {
+  using M = opmath_t<T>;
   alignas(64) float v_new[kQuantBlock];
   alignas(64) float b_new[kQuantBlock];
   alignas(64) float a_new[kQuantBlock];
@@ -80,7 +79,7 @@ template <typename T, bool kMomentum, bool kCentered, bool kStochastic>
 C10_ALWAYS_INLINE void update_quantized_span(
     T* __restrict param, const T* __restrict grad, uint8_t* __restrict v_codes,
     uint8_t* __restrict b_codes, uint8_t* __restrict a_codes, int64_t n,
-    const RMSpropConstants<at::opmath_type<T>>& c, const SpanRounding& r,
+    const RMSpropConstants<opmath_t<T>>& c, const SpanRounding& r,
     const SpanScales& scales) {
   for (int64_t i = 0, block = 0; i < n; i += kQuantBlock, ++block) {
     update_quantized_block<T, kMomentum, kCentered, kStochastic>(

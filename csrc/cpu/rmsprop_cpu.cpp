@@ -1,10 +1,6 @@
 // The CPU kernel: one pass over every parameter of a call, vectorized by the
-// compiler for the CPU found at run time, split over threads with
-// at::parallel_for across all tensors of the call.
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
-
+// compiler for the CPU found at run time, split over threads with torch's
+// parallel_for across all tensors of the call.
 #include <algorithm>
 #include <type_traits>
 #include <vector>
@@ -16,6 +12,7 @@
 #include "span.h"
 #include "../dispatch.h"
 #include "../op_entry.h"
+#include "../opmath.h"
 #include "../rmsprop_rule.h"
 #include "../stochastic_rounding.h"
 
@@ -47,9 +44,9 @@ C10_ALWAYS_INLINE void update_elements(
     S* __restrict momentum_buffer,
     S* __restrict grad_avg,
     int64_t n,
-    const RMSpropConstants<at::opmath_type<T>>& c,
+    const RMSpropConstants<opmath_t<T>>& c,
     const SpanRounding& r) {
-  using M = at::opmath_type<T>;
+  using M = opmath_t<T>;
   using cpu::load_as;
   using cpu::store_as;
   // The generator's index runs as its own 32-bit counter, which keeps the
@@ -96,7 +93,7 @@ C10_ALWAYS_INLINE void prefetch(const X* x, int64_t i, int64_t n) {
 // last one; quantized_span.h), by the element loop of its state's form.
 template <bool kMomentum, bool kCentered, bool kStochastic, typename T, typename S>
 C10_ALWAYS_INLINE void update_piece(const Span<T, S>& s,
-                                    const RMSpropConstants<at::opmath_type<T>>& c) {
+                                    const RMSpropConstants<opmath_t<T>>& c) {
   if constexpr (Cuts<T, S>::kQuantized) {
     cpu::update_quantized_span<T, kMomentum, kCentered, kStochastic>(
         s.param, s.grad, s.square_avg, s.momentum_buffer, s.grad_avg, s.n, c, s.rounding,
@@ -120,7 +117,7 @@ C10_ALWAYS_INLINE void update_piece(const Span<T, S>& s,
 template <bool kMomentum, bool kCentered, bool kStochastic, bool kPrefetch, typename T,
           typename S>
 C10_ALWAYS_INLINE void update_span_body(const Span<T, S> s,
-                                        const RMSpropConstants<at::opmath_type<T>> c) {
+                                        const RMSpropConstants<opmath_t<T>> c) {
   constexpr int64_t kBlock = Cuts<T, S>::kPiece;
   constexpr int64_t kAhead = Cuts<T, S>::kAhead;
   const int64_t n = s.n;
@@ -143,7 +140,7 @@ C10_ALWAYS_INLINE void update_span_body(const Span<T, S> s,
 #define FUSED_RMSPROP_SPAN_COPY(NAME, ATTRIBUTES)                                          \
   template <bool kMomentum, bool kCentered, bool kStochastic, bool kPrefetch, typename T,  \
             typename S>                                                                    \
-  ATTRIBUTES void NAME(const Span<T, S> s, const RMSpropConstants<at::opmath_type<T>> c) { \
+  ATTRIBUTES void NAME(const Span<T, S> s, const RMSpropConstants<opmath_t<T>> c) { \
     update_span_body<kMomentum, kCentered, kStochastic, kPrefetch>(s, c);                  \
   }
 FUSED_RMSPROP_SPAN_COPY(update_span_baseline, __attribute__((noinline)))
@@ -156,7 +153,7 @@ FUSED_RMSPROP_SPAN_COPY(update_span_v4, FUSED_RMSPROP_TARGET_V4)
 // Runs the copy of the loop for the active ISA.
 template <bool kMomentum, bool kCentered, bool kStochastic, bool kPrefetch = true, typename T,
           typename S>
-void update_span(const Span<T, S>& s, const RMSpropConstants<at::opmath_type<T>>& c) {
+void update_span(const Span<T, S>& s, const RMSpropConstants<opmath_t<T>>& c) {
 #ifdef FUSED_RMSPROP_X86_ISAS
   switch (cpu::active_isa()) {
     case cpu::Isa::kX86_64_V4:
@@ -208,7 +205,7 @@ void update_span_half(const Span<c10::Half, S>& s, const RMSpropConstants<float>
 }
 
 template <bool kMomentum, bool kCentered, bool kStochastic, typename T, typename S>
-void update_param(const Span<T, S>& s, const RMSpropConstants<at::opmath_type<T>>& c) {
+void update_param(const Span<T, S>& s, const RMSpropConstants<opmath_t<T>>& c) {
   if constexpr (std::is_same_v<T, c10::Half> && !Cuts<T, S>::kQuantized) {
     update_span_half<kMomentum, kCentered>(s, c);
   } else {
@@ -217,9 +214,8 @@ void update_param(const Span<T, S>& s, const RMSpropConstants<at::opmath_type<T>
 }
 
 // The step counter of a CPU parameter, read in place (no dispatch per tensor).
-double read_step(const at::Tensor& step) {
-  return step.scalar_type() == at::kFloat ? *step.const_data_ptr<float>()
-                                          : *step.const_data_ptr<double>();
+double read_step(const Tensor& step) {
+  return read_host_scalar(step);
 }
 
 // NOTE: [flat index space] The work of a call is one index space of units
@@ -238,7 +234,7 @@ template <typename Tag>
 void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
   using T = typename Tag::T;
   using S = typename Tag::S;
-  using M = at::opmath_type<T>;
+  using M = opmath_t<T>;
   constexpr bool kQuantized = Cuts<T, S>::kQuantized;
   constexpr int64_t kUnit = Cuts<T, S>::kUnit;
 
@@ -248,16 +244,16 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
     const int64_t units = (lists.params[t].numel() + kUnit - 1) / kUnit;
     unit_start[t + 1] = unit_start[t] + units;
   }
-  auto data = [](const at::Tensor& t) { return t.data_ptr(); };
-  auto state_ptr = [&](at::TensorList list, int64_t t) -> S* {
+  auto data = [](const Tensor& t) { return t.data_ptr(); };
+  auto state_ptr = [&](TensorList list, int64_t t) -> S* {
     return list.empty() ? nullptr : static_cast<S*>(data(list[t]));
   };
-  auto scales_ptr = [&](at::TensorList list, int64_t t) -> float* {
+  auto scales_ptr = [&](TensorList list, int64_t t) -> float* {
     return list.empty() ? nullptr : static_cast<float*>(data(list[t]));
   };
   RMSpropOptions o = opts;
   if (lists.lr_tensor.defined()) {
-    o.lr = lists.lr_tensor.item<double>();  // a CPU tensor: no synchronisation
+    o.lr = read_host_scalar(lists.lr_tensor);  // a CPU tensor: no synchronisation
   }
   RMSpropConstants<M> c(o);
   // NOTE: [rounding generator]: each tensor's key at this step.
@@ -270,13 +266,13 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
     }
   }
   if (lists.grad_scale.defined()) {
-    c.grad_multiplier = inverse_grad_scale<M>(lists.grad_scale.item<float>());
+    c.grad_multiplier = inverse_grad_scale<M>(static_cast<float>(read_host_scalar(lists.grad_scale)));
   }
   if (lists.grad_factor.defined()) {  // a CPU tensor: no synchronisation
-    c.grad_multiplier = c.grad_multiplier * static_cast<M>(lists.grad_factor.item<double>());
+    c.grad_multiplier = c.grad_multiplier * static_cast<M>(read_host_scalar(lists.grad_factor));
   }
 
-  at::parallel_for(
+  torch::stable::parallel_for(
       0, unit_start[n], kMinElementsPerThread / kUnit,
       [&](int64_t begin, int64_t end) {
         int64_t t = std::upper_bound(unit_start.begin(), unit_start.end(), begin) -
@@ -327,8 +323,8 @@ void rmsprop_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fused_rmsprop, CPU, m) {
-  m.impl("rmsprop_", &rmsprop_entry<&rmsprop_cpu>);
+STABLE_TORCH_LIBRARY_IMPL(fused_rmsprop, CPU, m) {
+  m.impl("rmsprop_", TORCH_BOX(&rmsprop_entry<&rmsprop_cpu>));
 }
 
 }  // namespace fused_rmsprop

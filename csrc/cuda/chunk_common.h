@@ -4,11 +4,10 @@
 // stores, and the scalars every block reads from device memory.
 #pragma once
 
-#include <ATen/OpMathType.h>
-
 #include <cstdint>
 #include <type_traits>
 
+#include "../opmath.h"
 #include "../rmsprop_rule.h"
 #include "../stochastic_rounding.h"
 #include "cuda_or_emulation.h"
@@ -150,7 +149,7 @@ template <typename Tag>
 struct ChunkLayout {
   using T = typename Tag::T;
   using S = typename Tag::S;
-  using M = at::opmath_type<T>;
+  using M = opmath_t<T>;
   static constexpr bool kMom = Tag::kMomentum;
   static constexpr bool kCen = Tag::kCentered;
   static constexpr bool kSR = Tag::kStochastic;

@@ -11,7 +11,7 @@
 // one thread per warp, its lanes as a loop (NOTE: [warp blocks]).
 #pragma once
 
-#include <c10/macros/Macros.h>
+#include <torch/headeronly/macros/Macros.h>
 
 #include <cstdint>
 

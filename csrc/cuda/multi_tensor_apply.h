@@ -4,13 +4,11 @@
 // emulation build: one source for both.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-#include <c10/util/ArrayRef.h>
-
 #include <array>
 #include <cstdint>
 
 #include "cuda_or_emulation.h"
+#include "../torch_api.h"
 
 namespace fused_rmsprop {
 
@@ -126,8 +124,8 @@ static_assert(sizeof(TensorListMetadata<3, kSmallArgBytes>) ==
 // next chunk: a tensor may straddle any number of launches.
 template <int kDepth, int64_t kChunk, int kArgBytes, bool kWords = false, typename Launch>
 void multi_tensor_apply(
-    const std::array<at::TensorList, kDepth>& lists, const Launch& launch,
-    c10::ArrayRef<uint64_t> words = {}) {
+    const std::array<TensorList, kDepth>& lists, const Launch& launch,
+    torch::headeronly::HeaderOnlyArrayRef<uint64_t> words = {}) {
   using Meta = TensorListMetadata<kDepth, kArgBytes, kWords>;
   using BlockToTensor = typename Meta::Limits::BlockToTensor;
   Meta meta;

@@ -3,8 +3,6 @@
 // rmsprop_cuda.cu (nvcc) and by the host-emulation build (C++).
 #pragma once
 
-#include <ATen/OpMathType.h>
-
 #include <array>
 #include <cstdint>
 #include <type_traits>
@@ -12,6 +10,7 @@
 #include <vector>
 
 #include "../op_args.h"
+#include "../opmath.h"
 #include "../rmsprop_rule.h"
 #include "../stochastic_rounding.h"
 #include "chunk_common.h"
@@ -121,7 +120,7 @@ void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, cons
   using Chunk = std::conditional_t<ChunkLayout<Tag>::kQuantized,
                                    RMSpropQuantizedChunk<Tag, kChunk>, RMSpropChunk<Tag, kChunk>>;
   constexpr int kDepth = Chunk::kDepth;
-  std::array<at::TensorList, kDepth> tl;
+  std::array<TensorList, kDepth> tl;
   tl[0] = lists.params;
   tl[1] = lists.grads;
   tl[2] = lists.square_avgs;
@@ -140,20 +139,20 @@ void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, cons
       streams.push_back(rounding_stream(lists.rounding_seed, id));
     }
   }
-  auto pointer = [](const at::Tensor& t) -> const float* {
-    return t.defined() ? t.const_data_ptr<float>() : nullptr;
+  auto pointer = [](const Tensor& t) -> const float* {
+    return t.defined() ? static_cast<const float*>(t.data_ptr()) : nullptr;
   };
   // A float32 or float64 scalar: one of the two pointers is set, or none.
-  auto pointers = [&](const at::Tensor& t) -> std::pair<const float*, const double*> {
-    if (t.defined() && t.scalar_type() == at::kDouble) {
-      return {nullptr, t.const_data_ptr<double>()};
+  auto pointers = [&](const Tensor& t) -> std::pair<const float*, const double*> {
+    if (t.defined() && t.scalar_type() == kDouble) {
+      return {nullptr, static_cast<const double*>(t.data_ptr())};
     }
     return {pointer(t), nullptr};
   };
   const auto [lr32, lr64] = pointers(lists.lr_tensor);
   const auto [factor32, factor64] = pointers(lists.grad_factor);
   const bool step_is_double =
-      Chunk::kSR && lists.state_steps[0].scalar_type() == at::kDouble;
+      Chunk::kSR && lists.state_steps[0].scalar_type() == kDouble;
   const DeviceScalars device{lr32, lr64, pointer(lists.grad_scale), pointer(lists.found_inf),
       factor32, factor64, step_is_double};
   using Meta = TensorListMetadata<kDepth, kArgBytes, Chunk::kSR>;

@@ -1,10 +1,9 @@
 // The CUDA kernel's chunk functor for 8-bit state (NOTE: [8-bit state codes]).
 #pragma once
 
-#include <ATen/OpMathType.h>
-
 #include <cstdint>
 
+#include "../opmath.h"
 #include "../quantized_state.h"
 #include "../rmsprop_rule.h"
 #include "../stochastic_rounding.h"

@@ -8,18 +8,19 @@
 #define FUSED_RMSPROP_EMULATION 1
 
 #include <Python.h>
-#include <torch/library.h>
 
 #include <array>
 #include <vector>
 
 #include "../cuda/rmsprop_kernel.h"
+#include "../cuda/step_counter_kernel.h"
 #include "../dispatch.h"
 #include "../op_entry.h"
-// The argument checks and step counters, compiled into this library too (it
-// stands alone).
+// The argument checks, step counters and torch helpers, compiled into this
+// library too (it stands alone).
 #include "../op_checks.cpp"
 #include "../step_counters.cpp"
+#include "../torch_api.cpp"
 
 namespace fused_rmsprop {
 namespace {
@@ -41,15 +42,24 @@ void rmsprop_emulated(const TensorLists& lists, const RMSpropOptions& opts) {
   });
 }
 
+// The step counters' kernel, run as the CUDA op runs it (not counted in
+// last_launches, which counts the update's launches).
+void advance_counters_emulated(TensorList counters, const Tensor& found_inf) {
+  advance_step_counters(counters, found_inf, [](auto kernel, int blocks, int threads,
+                                                const auto& args) {
+    emulated_launch(blocks, threads, kernel, args);
+  });
+}
+
 int64_t last_launches() {
   return g_launches;
 }
 
 void check_launch_args(int64_t chunk_size, int64_t kernel_arg_bytes) {
-  TORCH_CHECK(chunk_size == kChunkSize || chunk_size == kSmallChunk,
+  FUSED_RMSPROP_CHECK(chunk_size == kChunkSize || chunk_size == kSmallChunk,
       "fused_rmsprop_emulation: chunk_size must be ", kChunkSize, " or ",
       kSmallChunk, ", got ", chunk_size);
-  TORCH_CHECK(kernel_arg_bytes == kSmallArgBytes || kernel_arg_bytes == kLargeArgBytes,
+  FUSED_RMSPROP_CHECK(kernel_arg_bytes == kSmallArgBytes || kernel_arg_bytes == kLargeArgBytes,
       "fused_rmsprop_emulation: kernel_arg_bytes must be ", kSmallArgBytes, " or ",
       kLargeArgBytes, ", got ", kernel_arg_bytes);
 }
@@ -65,7 +75,7 @@ RMSpropImpl emulated_impl(int64_t chunk_size, int64_t kernel_arg_bytes) {
 }
 
 // The op's arguments (NOTE: [argument table]), then the launch layout.
-void rmsprop_emulated_op(at::TensorList params FUSED_RMSPROP_DECLARE_ARGS, int64_t chunk_size,
+void rmsprop_emulated_op(TensorList params FUSED_RMSPROP_DECLARE_ARGS, int64_t chunk_size,
                          int64_t kernel_arg_bytes) {
   const RMSpropImpl impl = emulated_impl(chunk_size, kernel_arg_bytes);
   TensorLists lists;
@@ -73,7 +83,7 @@ void rmsprop_emulated_op(at::TensorList params FUSED_RMSPROP_DECLARE_ARGS, int64
   FUSED_RMSPROP_PACK_ARGS
   g_launches = 0;
   // As the CUDA op with its counters on the GPU (NOTE: [step counters]).
-  run_checked(lists, opts, impl, CounterPolicy::kDeviceForAll);
+  run_checked(lists, opts, impl, &advance_counters_emulated, CounterPolicy::kDeviceForAll);
 }
 
 // The blocks of each launch the CUDA op makes for tensors of these sizes,
@@ -81,8 +91,8 @@ void rmsprop_emulated_op(at::TensorList params FUSED_RMSPROP_DECLARE_ARGS, int64
 // be meta tensors (only their numel is read), so a plan for a 1e9-element
 // model costs nothing.
 template <int kDepth, int kArgBytes>
-std::vector<int64_t> plan(at::TensorList tensors) {
-  std::array<at::TensorList, kDepth> lists;
+std::vector<int64_t> plan(TensorList tensors) {
+  std::array<TensorList, kDepth> lists;
   lists.fill(tensors);
   std::vector<int64_t> blocks_per_launch;
   multi_tensor_apply<kDepth, kChunkSize, kArgBytes>(
@@ -90,9 +100,9 @@ std::vector<int64_t> plan(at::TensorList tensors) {
   return blocks_per_launch;
 }
 
-std::vector<int64_t> launch_plan(at::TensorList tensors, int64_t depth, int64_t kernel_arg_bytes) {
+std::vector<int64_t> launch_plan(TensorList tensors, int64_t depth, int64_t kernel_arg_bytes) {
   check_launch_args(kChunkSize, kernel_arg_bytes);
-  TORCH_CHECK(depth >= 3 && depth <= 5,
+  FUSED_RMSPROP_CHECK(depth >= 3 && depth <= 5,
       "fused_rmsprop_emulation: depth must be 3, 4 or 5 (tensors per parameter), got ", depth);
   const bool large = kernel_arg_bytes == kLargeArgBytes;
   switch (depth) {
@@ -104,13 +114,20 @@ std::vector<int64_t> launch_plan(at::TensorList tensors, int64_t depth, int64_t 
 
 }  // namespace
 
-TORCH_LIBRARY(fused_rmsprop_emulation, m) {
+STABLE_TORCH_LIBRARY(fused_rmsprop_emulation, m) {
   m.def(op_schema("rmsprop_", /*updates=*/true,
                   ", int chunk_size=65536, int kernel_arg_bytes=32764").c_str());
-  m.impl("rmsprop_", c10::DispatchKey::CPU, &rmsprop_emulated_op);
-  m.def("last_launches() -> int", &last_launches);
-  m.def("launch_plan(Tensor[] tensors, int depth, int kernel_arg_bytes=32764) -> int[]",
-        &launch_plan);
+  m.def("last_launches() -> int");
+  m.def("launch_plan(Tensor[] tensors, int depth, int kernel_arg_bytes=32764) -> int[]");
+}
+
+STABLE_TORCH_LIBRARY_IMPL(fused_rmsprop_emulation, CPU, m) {
+  m.impl("rmsprop_", TORCH_BOX(&rmsprop_emulated_op));
+}
+
+STABLE_TORCH_LIBRARY_IMPL(fused_rmsprop_emulation, CompositeExplicitAutograd, m) {
+  m.impl("last_launches", TORCH_BOX(&last_launches));
+  m.impl("launch_plan", TORCH_BOX(&launch_plan));
 }
 
 }  // namespace fused_rmsprop
