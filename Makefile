@@ -1,5 +1,7 @@
-# make test   build (CPU + CUDA kernels when nvcc is found) and run every check CI
-#             runs, with the pinned torch and then with the oldest supported one
+# make test   build once (CPU + CUDA kernels when nvcc is found) and run every check
+#             CI runs with that one build under the pinned torch and under the
+#             oldest supported one, then build the sdist and wheel as a user
+#             would and self-check the wheel in a fresh venv (test-package)
 # make bench  build and run the throughput microbenchmarks
 # make test-slow  the long checks (1000 property-based examples)
 # make sanitize   compute-sanitizer memcheck, racecheck and initcheck over a
@@ -17,8 +19,8 @@
 
 PYTHON ?= python3
 TORCH_VERSION ?= 2.14.1
-# The oldest torch we support (pyproject.toml says the same); `make test`
-# tests it too, with a CPU-only build in a copy of the sources.
+# The oldest torch we support (fused_rmsprop/_version.py's MIN_TORCH, which the
+# build targets); `make test` runs the suite under it with the same build.
 OLDEST_TORCH ?= 2.11.0
 NO_VENV ?=
 export MAX_JOBS ?= 2
@@ -28,8 +30,7 @@ export FUSED_RMSPROP_EMULATION := 1
 
 VENV := .venv
 OLD_VENV := .venv-oldest
-OLD_SRC := build/oldest-torch
-PYTEST_ARGS := -q -m "not slow" tests
+PYTEST_ARGS := -q -m "not slow and not package" tests
 
 ifeq ($(NO_VENV),1)
 PY := $(PYTHON)
@@ -41,7 +42,7 @@ INSTALLED := $(VENV)/.installed
 TORCHRUN := $(VENV)/bin/torchrun
 endif
 
-.PHONY: test test-pinned test-oldest test-slow bench build examples sanitize gpu-check clean
+.PHONY: test test-pinned test-oldest test-package test-slow bench build examples sanitize gpu-check clean
 
 $(VENV)/.installed: requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,27 +56,31 @@ $(OLD_VENV)/.installed: requirements-dev.txt
 	$(OLD_VENV)/bin/python -m pip install --quiet torch==$(OLDEST_TORCH) -r requirements-dev.txt
 	touch $@
 
+# Libraries of builds before the stable ABI port were tagged for one Python
+# (_C.cpython-311-...so); Python would load such a stale one before _C.abi3.so.
 build: $(INSTALLED)
+	rm -f fused_rmsprop/_C*.cpython-*.so
 	$(PY) setup.py --quiet build_ext --inplace
 
 ifeq ($(NO_VENV),1)
 test: test-pinned
-	@echo "NO_VENV=1: tested the installed torch only (no pip, so not torch $(OLDEST_TORCH))"
+	@echo "NO_VENV=1: tested the installed torch only (no pip: not torch $(OLDEST_TORCH), no wheel)"
 else
-test: test-pinned test-oldest
+test: test-pinned test-oldest test-package
 endif
 
 test-pinned: build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The oldest torch: a copy of the sources (its compiled extension must not
-# replace the pinned torch's in fused_rmsprop/), built for the CPU only.
-test-oldest: $(OLD_VENV)/.installed
-	rm -rf $(OLD_SRC) && mkdir -p $(OLD_SRC)
-	tar -cf - --exclude=./.git --exclude='./.venv*' --exclude=./build --exclude='*.so' \
-		--exclude=__pycache__ . | tar -xf - -C $(OLD_SRC)
-	cd $(OLD_SRC) && FUSED_RMSPROP_CUDA=0 $(CURDIR)/$(OLD_VENV)/bin/python setup.py --quiet build_ext --inplace
-	cd $(OLD_SRC) && FUSED_RMSPROP_CUDA=0 $(CURDIR)/$(OLD_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+# The oldest torch, with the libraries `build` made against the pinned one
+# (LibTorch stable ABI: no rebuild; tests/test_stable_abi.py checks it).
+test-oldest: build $(OLD_VENV)/.installed
+	PYTHONPATH=$(CURDIR) $(OLD_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The sdist, the wheel pip builds from it with build isolation, and that wheel
+# self-checked in a fresh venv with torch $(OLDEST_TORCH) (tests/test_package.py).
+test-package: $(INSTALLED)
+	OLDEST_TORCH=$(OLDEST_TORCH) $(PY) -m pytest -q -m package tests/test_package.py
 
 # 1000 property-based examples and other long checks (not part of CI)
 test-slow: build

@@ -26,6 +26,18 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
 
 
+def _read_version_file():
+    """__version__ and MIN_TORCH from fused_rmsprop/_version.py, read without
+    importing the package (whose __init__ needs the built library)."""
+    about = {}
+    with open(os.path.join(ROOT, "fused_rmsprop", "_version.py")) as f:
+        exec(f.read(), about)
+    return about["__version__"], about["MIN_TORCH"]
+
+
+VERSION, MIN_TORCH = _read_version_file()
+
+
 def _toolkit_from_nvcc(nvcc):
     """The toolkit root of `nvcc`, even when nvcc is a wrapper script."""
     home = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
@@ -88,9 +100,10 @@ def _want_cuda():
 
 
 # NOTE: [stable ABI] in csrc/torch_api.h: the sources use only LibTorch's
-# stable ABI, targeting torch 2.11 (the oldest we support), and Python's
-# limited API: one build loads in every torch >= 2.11 and every Python >= 3.10.
-TORCH_TARGET_VERSION = "0x020b000000000000"  # 2.11
+# stable ABI, targeting MIN_TORCH (the oldest torch we support), and Python's
+# limited API: one build loads in every torch >= MIN_TORCH and every
+# Python >= 3.10 (the wheel is tagged cp310-abi3).
+TORCH_TARGET_VERSION = "0x{:02x}{:02x}000000000000".format(*MIN_TORCH)
 PY_LIMITED_API = "cp310"
 
 
@@ -152,6 +165,8 @@ if __name__ == "__main__":
                   else {"license": "BSD-3-Clause"})
     setup(
         **license_kw,
+        version=VERSION,
+        install_requires=["torch>={}.{}".format(*MIN_TORCH)],
         packages=find_packages(include=["fused_rmsprop", "fused_rmsprop.*"]),
         ext_modules=ext_modules,
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},

@@ -252,12 +252,14 @@ def test_every_bfloat16_bit_pattern_matches_c10_conversions(momentum, centered):
 
 
 @pytest.mark.parametrize("shape", [(), (1,), (1, 1)], ids=["0-dim", "[1]", "[1,1]"])
-@pytest.mark.parametrize("found", [0.0, 1.0])
+@pytest.mark.parametrize("found", [0.0, 1.0, -1.0, 2.0, float("nan")])
 def test_device_step_counters_follow_any_one_element_found_inf(shape, found):
     # The emulation advances its counters as the CUDA op advances counters on
-    # the GPU (NOTE: [step counters]): one foreach add of 1 - found_inf, with
-    # no host read. A found_inf of shape [1] passes the checks, so it must
-    # work there too; it used to raise after the update had been written.
+    # the GPU (NOTE: [step counters]): one kernel adds 1 unless found_inf is
+    # non-zero (NaN included), read on the device, with no host read; the
+    # update is skipped by the same rule. A found_inf of shape [1] passes the
+    # checks, so it must work there too; it used to raise after the update had
+    # been written.
     lists = make_lists([(3,), (SMALL_CHUNK + 1,)], torch.float32, True, True)
     lists[5] = [torch.full((), 4.0), torch.full((), 4.0, dtype=torch.float64)]
     before = clone(lists)
@@ -272,6 +274,19 @@ def test_device_step_counters_follow_any_one_element_found_inf(shape, found):
         fused_rmsprop.rmsprop_(*expected, **hyper())
         for a, b in zip(lists[0] + lists[2], expected[0] + expected[2]):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("found", [0.0, 1.0])
+def test_device_step_counters_cross_the_counter_kernels_launch_limit(found):
+    # 300 counters, float32 and float64 mixed: two launches of the counter
+    # kernel (kCountersPerLaunch = 256), each reading found_inf.
+    n = 300
+    lists = make_lists([(2,)] * n, torch.float32, True, False)
+    lists[5] = [torch.full((), 7.0, dtype=torch.float64 if i % 3 == 0 else torch.float32)
+                for i in range(n)]
+    emu.rmsprop_(*lists, **hyper(), found_inf=torch.tensor(found))
+    assert [s.item() for s in lists[5]] == [8.0 if found == 0 else 7.0] * n
+    assert [s.dtype for s in lists[5][:3]] == [torch.float64, torch.float32, torch.float32]
 
 
 def test_a_call_that_raises_writes_neither_state_nor_counters():
