@@ -56,7 +56,7 @@ void dispatch_state(const TensorLists& lists, const F& f) {
     return;
   }
   if constexpr (std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>) {
-    if (lists.square_avgs[0].scalar_type() == kFloat) {
+    if (dtype_of(lists.square_avgs[0]) == kFloat) {
       dispatch_rounding<T, float>(lists, f);
       return;
     }
@@ -68,14 +68,14 @@ void dispatch_state(const TensorLists& lists, const F& f) {
 // must have passed check_rmsprop_args and be non-empty.
 template <typename F>
 void dispatch_rmsprop(const TensorLists& lists, const F& f) {
-  switch (lists.params[0].scalar_type()) {
+  switch (dtype_of(lists.params[0])) {
     case kDouble: return dispatch_state<double>(lists, f);
     case kFloat: return dispatch_state<float>(lists, f);
     case kHalf: return dispatch_state<c10::Half>(lists, f);
     case kBFloat16: return dispatch_state<c10::BFloat16>(lists, f);
     default:
       FUSED_RMSPROP_CHECK(false, "fused_rmsprop: internal error: unchecked params dtype ",
-                          lists.params[0].scalar_type());
+                          dtype_of(lists.params[0]));
   }
 }
 

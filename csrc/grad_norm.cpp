@@ -11,13 +11,13 @@ void check_grad_norm_args(TensorList grads, double norm_type) {
   const Tensor& g0 = grads[0];
   for (size_t i = 0; i < grads.size(); ++i) {
     const Tensor& g = grads[i];
-    FUSED_RMSPROP_CHECK(g.defined() && g.layout() == Layout::Strided && is_non_overlapping_and_dense(g),
+    FUSED_RMSPROP_CHECK(g.defined() && is_strided(g) && is_non_overlapping_and_dense(g),
         "fused_rmsprop.grad_norm: grads[", i, "] must be a dense (strided, non-overlapping) tensor");
-    FUSED_RMSPROP_CHECK(g.scalar_type() == g0.scalar_type() && g.device() == g0.device(),
+    FUSED_RMSPROP_CHECK(dtype_of(g) == dtype_of(g0) && device_of(g) == device_of(g0),
         "fused_rmsprop.grad_norm: all grads must share a dtype and device; grads[", i, "] is ",
-        g.scalar_type(), " on ", to_string(g.device()), ", grads[0] is ", g0.scalar_type(),
-        " on ", to_string(g0.device()));
-    const auto t = g.scalar_type();
+        dtype_of(g), " on ", to_string(device_of(g)), ", grads[0] is ", dtype_of(g0),
+        " on ", to_string(device_of(g0)));
+    const auto t = dtype_of(g);
     FUSED_RMSPROP_CHECK(t == kDouble || t == kFloat || t == kHalf || t == kBFloat16,
         "fused_rmsprop.grad_norm: grads[", i, "] has dtype ", t,
         "; supported are float64, float32, float16 and bfloat16");
@@ -25,7 +25,7 @@ void check_grad_norm_args(TensorList grads, double norm_type) {
 }
 
 ScalarType grad_norm_dtype(TensorList grads) {
-  return grads[0].scalar_type() == kDouble ? kDouble : kFloat;
+  return dtype_of(grads[0]) == kDouble ? kDouble : kFloat;
 }
 
 #if defined(FUSED_RMSPROP_WITH_CUDA)

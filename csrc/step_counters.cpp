@@ -44,7 +44,7 @@ StepCounters::StepCounters(TensorList state_steps, const Tensor& found_inf, Coun
 
 void StepCounters::advance() const {
   for (const Tensor& s : on_host_) {
-    if (s.scalar_type() == kFloat) {
+    if (dtype_of(s) == kFloat) {
       *static_cast<float*>(s.data_ptr()) += 1.0f;
     } else {
       *static_cast<double*>(s.data_ptr()) += 1.0;

@@ -2,9 +2,57 @@
 
 #include <algorithm>
 #include <numeric>
-#include <vector>
 
 namespace fused_rmsprop {
+namespace {
+
+// The shim's codes (int32) of the dtypes, devices and layout we compare with.
+struct ShimCodes {
+  int32_t float32 = aoti_torch_dtype_float32();
+  int32_t float64 = aoti_torch_dtype_float64();
+  int32_t float16 = aoti_torch_dtype_float16();
+  int32_t bfloat16 = aoti_torch_dtype_bfloat16();
+  int32_t uint8 = aoti_torch_dtype_uint8();
+  int32_t cpu = aoti_torch_device_type_cpu();
+  int32_t cuda = aoti_torch_device_type_cuda();
+  int32_t strided = aoti_torch_layout_strided();
+};
+
+const ShimCodes& codes() {
+  static const ShimCodes kCodes;
+  return kCodes;
+}
+
+}  // namespace
+
+ScalarType dtype_of(const Tensor& t) {
+  int32_t code = 0;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_dtype(t.get(), &code));
+  const ShimCodes& c = codes();
+  if (code == c.float32) return kFloat;
+  if (code == c.float64) return kDouble;
+  if (code == c.bfloat16) return kBFloat16;
+  if (code == c.float16) return kHalf;
+  if (code == c.uint8) return kByte;
+  return t.scalar_type();
+}
+
+Device device_of(const Tensor& t) {
+  int32_t type = 0;
+  int32_t index = 0;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_device_type(t.get(), &type));
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_device_index(t.get(), &index));
+  const ShimCodes& c = codes();
+  if (type == c.cpu) return Device(DeviceType::CPU, index);
+  if (type == c.cuda) return Device(DeviceType::CUDA, index);
+  return t.device();
+}
+
+bool is_strided(const Tensor& t) {
+  int32_t layout = 0;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_layout(t.get(), &layout));
+  return layout == codes().strided;
+}
 
 std::string to_string(const Device& device) {
   std::string name;
@@ -39,29 +87,48 @@ std::string to_string(Layout layout) {
   }
 }
 
-bool is_non_overlapping_and_dense(const Tensor& t) {
-  const IntList sizes = t.sizes();
-  const IntList strides = t.strides();
+bool is_non_overlapping_and_dense(IntList sizes, IntList strides) {
   const size_t dim = sizes.size();
-  // Dimensions of size 1 (or 0) never decide the layout; the others, from
-  // the smallest stride up, must each step over exactly the ones before.
-  std::vector<size_t> order(dim);
-  std::iota(order.begin(), order.end(), size_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    if (sizes[a] < 2 || sizes[b] < 2) {
-      return sizes[a] >= 2 && sizes[b] < 2;  // sized-1 dims last
-    }
-    return strides[a] < strides[b];
-  });
+  // Contiguous (the common case): each dimension of size > 1 steps over the
+  // ones after it.
   int64_t expected = 1;
-  for (const size_t d : order) {
-    if (sizes[d] < 2) {
-      return true;
+  bool contiguous = true;
+  for (size_t d = dim; d-- > 0;) {
+    if (sizes[d] != 1) {
+      if (strides[d] != expected) {
+        contiguous = false;
+        break;
+      }
+      expected *= sizes[d];
     }
-    if (strides[d] != expected) {
+  }
+  if (contiguous || expected == 0) {
+    return true;
+  }
+  // Otherwise a permutation of a contiguous tensor: dimensions of size 1 (or
+  // 0) never decide the layout; the others, from the smallest stride up, must
+  // each step over exactly the ones before. Tensors have at most a few dims.
+  constexpr size_t kMaxDims = 64;
+  if (dim > kMaxDims) {
+    return false;
+  }
+  size_t order[kMaxDims];
+  size_t m = 0;
+  for (size_t d = 0; d < dim; ++d) {
+    if (sizes[d] == 0) {
+      return true;  // no elements
+    }
+    if (sizes[d] != 1) {
+      order[m++] = d;
+    }
+  }
+  std::sort(order, order + m, [&](size_t a, size_t b) { return strides[a] < strides[b]; });
+  expected = 1;
+  for (size_t i = 0; i < m; ++i) {
+    if (strides[order[i]] != expected) {
       return false;
     }
-    expected *= sizes[d];
+    expected *= sizes[order[i]];
   }
   return true;
 }

@@ -69,6 +69,15 @@ std::string concat(const Args&... args) {
     throw std::runtime_error(::fused_rmsprop::detail::concat(__VA_ARGS__));     \
   }
 
+// A tensor's dtype, device and whether it is strided (dense), as
+// Tensor::scalar_type(), device() and layout() give them, but with the shim's
+// codes of the dtypes and devices we use looked up once: the stable Tensor's
+// methods map each code by up to 20 calls into the shim, and a 200-parameter
+// call reads these about 3000 times.
+ScalarType dtype_of(const Tensor& t);
+Device device_of(const Tensor& t);
+bool is_strided(const Tensor& t);
+
 // For messages: "cpu", "cuda:0", "[2, 3]", "Strided", as torch prints them.
 std::string to_string(const Device& device);
 std::string to_string(IntList values);
@@ -77,7 +86,10 @@ std::string to_string(Layout layout);
 // Whether the tensor's elements fill a block of memory without overlapping
 // (a contiguous tensor or a permutation of one), as at::Tensor's
 // is_non_overlapping_and_dense.
-bool is_non_overlapping_and_dense(const Tensor& t);
+bool is_non_overlapping_and_dense(IntList sizes, IntList strides);
+inline bool is_non_overlapping_and_dense(const Tensor& t) {
+  return is_non_overlapping_and_dense(t.sizes(), t.strides());
+}
 
 // The value of a one-element float32 or float64 tensor, copied to the host
 // first when it is on a GPU (which waits for the device).
@@ -85,7 +97,7 @@ double read_scalar(const Tensor& t);
 
 // The same for a tensor known to be in host memory (no dispatch, no copy).
 inline double read_host_scalar(const Tensor& t) {
-  return t.scalar_type() == kDouble ? *static_cast<const double*>(t.data_ptr())
+  return dtype_of(t) == kDouble ? *static_cast<const double*>(t.data_ptr())
                                     : *static_cast<const float*>(t.data_ptr());
 }
 

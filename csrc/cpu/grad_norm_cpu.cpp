@@ -135,7 +135,7 @@ double norm_by_kind(TensorList grads, double norm_type) {
 Tensor grad_norm_cpu(TensorList grads, double norm_type) {
   check_grad_norm_args(grads, norm_type);
   double value = 0.0;
-  switch (grads[0].scalar_type()) {
+  switch (dtype_of(grads[0])) {
     case kDouble: value = norm_by_kind<double>(grads, norm_type); break;
     case kFloat: value = norm_by_kind<float>(grads, norm_type); break;
     case kHalf: value = norm_by_kind<c10::Half>(grads, norm_type); break;

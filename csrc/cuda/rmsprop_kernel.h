@@ -144,7 +144,7 @@ void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, cons
   };
   // A float32 or float64 scalar: one of the two pointers is set, or none.
   auto pointers = [&](const Tensor& t) -> std::pair<const float*, const double*> {
-    if (t.defined() && t.scalar_type() == kDouble) {
+    if (t.defined() && dtype_of(t) == kDouble) {
       return {nullptr, static_cast<const double*>(t.data_ptr())};
     }
     return {pointer(t), nullptr};
@@ -152,7 +152,7 @@ void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, cons
   const auto [lr32, lr64] = pointers(lists.lr_tensor);
   const auto [factor32, factor64] = pointers(lists.grad_factor);
   const bool step_is_double =
-      Chunk::kSR && lists.state_steps[0].scalar_type() == kDouble;
+      Chunk::kSR && dtype_of(lists.state_steps[0]) == kDouble;
   const DeviceScalars device{lr32, lr64, pointer(lists.grad_scale), pointer(lists.found_inf),
       factor32, factor64, step_is_double};
   using Meta = TensorListMetadata<kDepth, kArgBytes, Chunk::kSR>;

@@ -49,7 +49,7 @@ void advance_step_counters(TensorList counters, const Tensor& found_inf, const L
     for (int i = 0; i < args.count; ++i) {
       const Tensor& c = counters[first + i];
       args.counter[i] = c.data_ptr();
-      args.is_double[i] = c.scalar_type() == kDouble;
+      args.is_double[i] = dtype_of(c) == kDouble;
     }
     launch(&advance_step_counters_kernel, 1, args.count, args);
   }
