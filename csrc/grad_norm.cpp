@@ -1,6 +1,7 @@
 #include "grad_norm.h"
 
 #include <array>
+#include <vector>
 
 namespace fused_rmsprop {
 
@@ -8,9 +9,9 @@ void check_grad_norm_args(TensorList grads, double norm_type) {
   FUSED_RMSPROP_CHECK(norm_type > 0, "fused_rmsprop.grad_norm: norm_type must be > 0 (or inf), got ",
               norm_type);
   FUSED_RMSPROP_CHECK(!grads.empty(), "fused_rmsprop.grad_norm: grads is empty");
-  const Tensor& g0 = grads[0];
+  const TensorRef& g0 = grads[0];
   for (size_t i = 0; i < grads.size(); ++i) {
-    const Tensor& g = grads[i];
+    const TensorRef& g = grads[i];
     FUSED_RMSPROP_CHECK(g.defined() && is_strided(g) && is_non_overlapping_and_dense(g),
         "fused_rmsprop.grad_norm: grads[", i, "] must be a dense (strided, non-overlapping) tensor");
     FUSED_RMSPROP_CHECK(dtype_of(g) == dtype_of(g0) && device_of(g) == device_of(g0),
@@ -35,8 +36,9 @@ namespace {
 // norm of the per-tensor norms, in Python (fused_rmsprop/_ops.py registers
 // _foreach_grad_norm): those ATen ops take a Scalar, which the stable
 // dispatcher cannot pass (NOTE: [stable ABI]).
-Tensor grad_norm_cuda(TensorList grads, double norm_type) {
-  check_grad_norm_args(grads, norm_type);
+Tensor grad_norm_cuda(const std::vector<Tensor>& grads, double norm_type) {
+  const std::vector<TensorRef> refs(grads.begin(), grads.end());
+  check_grad_norm_args(refs, norm_type);
   std::array<StableIValue, 2> stack{
       torch::stable::detail::from(grads),
       torch::stable::detail::from(norm_type)};

@@ -3,10 +3,9 @@
 // NOTE: [argument table] FUSED_RMSPROP_LIST_ARGS (positional) and
 // FUSED_RMSPROP_OPTION_ARGS (keyword-only) list every argument after
 // `params` as X(kind, destination, name, schema default). From them come the
-// schema string (op_schema(), below), the C++ signature of every device's
-// entry and of the emulation op (FUSED_RMSPROP_DECLARE_ARGS), the fields of
-// TensorLists, and the packing of the arguments into TensorLists and
-// RMSpropOptions (op_entry.h). A new argument is one line here (a field of
+// schema string (op_schema(), below), the fields of TensorLists, and the
+// unpacking of a boxed call's arguments into TensorLists and RMSpropOptions
+// (unpack_args, below), which every device's entry and the emulation op use. A new argument is one line here (a field of
 // RMSpropOptions too when it is a kernel option), then its use: a check in
 // op_checks.cpp and the kernels that read it. The Python side passes
 // arguments by name and its fake kernel takes them as **options.
@@ -37,6 +36,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "rmsprop_rule.h"
 #include "torch_api.h"
@@ -71,58 +71,86 @@
 namespace fused_rmsprop {
 namespace args {
 
-// Per kind: the type the entry takes, the type TensorLists keeps, the
-// schema type (with an alias set for updated tensors), and the unpacking.
-// The entry is boxed by TORCH_BOX, which unpacks each list into a
-// std::vector that lives for the whole call: the TensorLists are views of
-// those.
-template <typename Taken, typename Kept>
+// What a boxed call's arguments hold for the duration of the call: the
+// tensor handles, deleted at the end (even when the call raises), and the
+// storage the TensorLists view.
+class BorrowedArgs {
+ public:
+  BorrowedArgs() = default;
+  BorrowedArgs(const BorrowedArgs&) = delete;
+  BorrowedArgs& operator=(const BorrowedArgs&) = delete;
+  ~BorrowedArgs();
+
+  TensorList take_list(StableListHandle list);
+  TensorRef take_tensor(AtenTensorHandle tensor);
+  fused_rmsprop::IntList take_ints(std::vector<int64_t> values);
+
+ private:
+  std::vector<AtenTensorHandle> handles_;
+  std::vector<std::vector<TensorRef>> lists_;  // moving one keeps its buffer
+  std::vector<std::vector<int64_t>> ints_;
+};
+
+// Per kind: the type TensorLists keeps, the schema type (with an alias set
+// for updated tensors), and the unpacking of the kind from a boxed call's
+// stack (NOTE: [stable ABI]: tensors stay handles of the shim, borrowed).
+template <typename Kept>
 struct Kind {
-  using TakenType = Taken;
   using KeptType = Kept;
 };
-struct List : Kind<TensorList, TensorList> {
+struct List : Kind<TensorList> {
   static std::string schema(char) { return "Tensor[]"; }
+  static TensorList take(StableIValue v, BorrowedArgs& args) {
+    return args.take_list(torch::stable::detail::to<StableListHandle>(v));
+  }
 };
-struct MutList : Kind<TensorList, TensorList> {
+struct MutList : Kind<TensorList> {
   static std::string schema(char alias) {
     return alias ? std::string("Tensor(") + alias + "!)[]" : "Tensor[]";
   }
+  static TensorList take(StableIValue v, BorrowedArgs& args) { return List::take(v, args); }
 };
-struct OptMutList : Kind<const std::optional<TensorList>&, TensorList> {
+struct OptMutList : Kind<TensorList> {
   static std::string schema(char alias) { return MutList::schema(alias) + "?"; }
+  static TensorList take(StableIValue v, BorrowedArgs& args) {
+    const auto list = torch::stable::detail::to<std::optional<StableListHandle>>(v);
+    return list.has_value() ? args.take_list(*list) : TensorList();
+  }
 };
-struct OptTensor : Kind<const std::optional<Tensor>&, Tensor> {
+struct OptTensor : Kind<TensorRef> {
   static std::string schema(char) { return "Tensor?"; }
+  static TensorRef take(StableIValue v, BorrowedArgs& args) {
+    const auto tensor = torch::stable::detail::to<std::optional<AtenTensorHandle>>(v);
+    return tensor.has_value() ? args.take_tensor(*tensor) : TensorRef();
+  }
 };
-struct Float : Kind<double, double> {
+struct Float : Kind<double> {
   static std::string schema(char) { return "float"; }
+  static double take(StableIValue v, BorrowedArgs&) { return torch::stable::detail::to<double>(v); }
 };
-struct Bool : Kind<bool, bool> {
+struct Bool : Kind<bool> {
   static std::string schema(char) { return "bool"; }
+  static bool take(StableIValue v, BorrowedArgs&) { return torch::stable::detail::to<bool>(v); }
 };
-struct Int : Kind<int64_t, int64_t> {
+struct Int : Kind<int64_t> {
   static std::string schema(char) { return "int"; }
+  static int64_t take(StableIValue v, BorrowedArgs&) {
+    return torch::stable::detail::to<int64_t>(v);
+  }
 };
-struct IntList : Kind<fused_rmsprop::IntList, fused_rmsprop::IntList> {
+struct IntList : Kind<fused_rmsprop::IntList> {
   static std::string schema(char) { return "int[]"; }
+  static fused_rmsprop::IntList take(StableIValue v, BorrowedArgs& args) {
+    return args.take_ints(torch::stable::detail::to<std::vector<int64_t>>(v));
+  }
 };
 
 template <typename K>
 constexpr bool kUpdated = std::is_same_v<K, MutList> || std::is_same_v<K, OptMutList>;
 
-inline TensorList unpack(const std::optional<TensorList>& x) {
-  return x.value_or(TensorList());
-}
-inline Tensor unpack(const std::optional<Tensor>& x) {
-  return x.has_value() ? *x : Tensor();
-}
-template <typename X>
-X unpack(X x) {
-  return x;
-}
-
 }  // namespace args
+
+using args::BorrowedArgs;
 
 // The schema of an op taking `params` and the table's arguments, then
 // `extra` (e.g. ", int chunk_size=65536"). With `updates`, the updated
@@ -161,20 +189,23 @@ struct TensorLists {
   bool quantized() const { return !square_avg_scales.empty(); }
 };
 
+// The number of arguments of an op of the table: params and the table's.
+#define FUSED_RMSPROP_COUNT_ARG(kind, dest, name, dflt) +1
+inline constexpr uint64_t kTableArgs =
+    1 FUSED_RMSPROP_LIST_ARGS(FUSED_RMSPROP_COUNT_ARG) FUSED_RMSPROP_OPTION_ARGS(FUSED_RMSPROP_COUNT_ARG);
+#undef FUSED_RMSPROP_COUNT_ARG
+
+// Unpacks the table's arguments, stack[0, kTableArgs) of a boxed call, into
+// `lists` and `opts`; `borrowed` keeps what they borrow.
+inline void unpack_args(StableIValue* stack, BorrowedArgs& borrowed, TensorLists& lists,
+                        RMSpropOptions& opts) {
+  uint64_t i = 0;
+  lists.params = args::MutList::take(stack[i++], borrowed);
+#define FUSED_RMSPROP_TAKE_ARG(kind, dest, name, dflt) \
+  dest.name = args::kind::take(stack[i++], borrowed);
+  FUSED_RMSPROP_LIST_ARGS(FUSED_RMSPROP_TAKE_ARG)
+  FUSED_RMSPROP_OPTION_ARGS(FUSED_RMSPROP_TAKE_ARG)
+#undef FUSED_RMSPROP_TAKE_ARG
+}
+
 }  // namespace fused_rmsprop
-
-// The entry's parameter list after `params`: `, double lr, bool maximize, ...`.
-#define FUSED_RMSPROP_DECLARE_ARG(kind, dest, name, dflt) \
-  , fused_rmsprop::args::kind::TakenType name
-#define FUSED_RMSPROP_DECLARE_ARGS                   \
-  FUSED_RMSPROP_LIST_ARGS(FUSED_RMSPROP_DECLARE_ARG) \
-  FUSED_RMSPROP_OPTION_ARGS(FUSED_RMSPROP_DECLARE_ARG)
-
-// Packs the entry's arguments (in scope by their names) into the variables
-// `lists` (TensorLists) and `opts` (RMSpropOptions).
-#define FUSED_RMSPROP_PACK_ARG(kind, dest, name, dflt) \
-  dest.name = fused_rmsprop::args::unpack(name);
-#define FUSED_RMSPROP_PACK_ARGS                     \
-  lists.params = params;                            \
-  FUSED_RMSPROP_LIST_ARGS(FUSED_RMSPROP_PACK_ARG)   \
-  FUSED_RMSPROP_OPTION_ARGS(FUSED_RMSPROP_PACK_ARG)

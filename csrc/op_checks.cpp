@@ -24,7 +24,7 @@ struct Meta {
   IntList strides;
 };
 
-Meta meta_of(const Tensor& t) {
+Meta meta_of(const TensorRef& t) {
   Meta m;
   m.defined = t.defined();
   if (m.defined) {
@@ -92,7 +92,7 @@ void check_list(const char* name, TensorList list, const std::vector<Meta>& para
 // generator's position) on the params' device, all in one dtype.
 void check_rounding_args(const TensorLists& lists) {
   const auto n = lists.params.size();
-  const Tensor& p0 = lists.params[0];
+  const TensorRef& p0 = lists.params[0];
   FUSED_RMSPROP_CHECK(lists.rounding_ids.size() == n,
       "fused_rmsprop: rounding_ids has ", lists.rounding_ids.size(),
       " ids but params has ", n, " (pass one per param, or none to round to nearest)");
@@ -105,7 +105,7 @@ void check_rounding_args(const TensorLists& lists) {
   const auto step_dtype = dtype_of(lists.state_steps[0]);
   const Device device0 = device_of(p0);
   for (size_t i = 0; i < n; ++i) {
-    const Tensor& s = lists.state_steps[i];
+    const TensorRef& s = lists.state_steps[i];
     FUSED_RMSPROP_CHECK(device_of(s) == device0 && dtype_of(s) == step_dtype,
         "fused_rmsprop: with stochastic rounding, state_steps[", i, "] must be on ",
         to_string(device0), " with dtype ", step_dtype, " (as state_steps[0]); got ",
@@ -122,7 +122,7 @@ void check_scales(const char* name, TensorList list, bool wanted, const TensorLi
       " (one per param when its state list is given and the state is 8-bit, else none)");
   const Device device0 = list.empty() ? Device(DeviceType::CPU) : device_of(lists.params[0]);
   for (size_t i = 0; i < list.size(); ++i) {
-    const Tensor& t = list[i];
+    const TensorRef& t = list[i];
     const int64_t blocks = (lists.params[i].numel() + kQuantBlock - 1) / kQuantBlock;
     FUSED_RMSPROP_CHECK(t.defined() && is_strided(t) && dtype_of(t) == kFloat &&
         t.dim() == 1 && t.numel() == blocks && t.is_contiguous() &&
@@ -160,7 +160,7 @@ void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& o) {
         "fused_rmsprop: params is empty but the other lists are not");
     return;
   }
-  const Tensor& p0 = lists.params[0];
+  const TensorRef& p0 = lists.params[0];
   std::vector<Meta> params(n);
   for (size_t i = 0; i < n; ++i) {
     const Meta& p = params[i] = meta_of(lists.params[i]);
@@ -214,14 +214,14 @@ void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& o) {
   if (lists.centered()) {
     check_list("grad_avgs", lists.grad_avgs, params, true, sdt);
   }
-  for (const auto& [name, t] : {std::pair<const char*, const Tensor&>{"grad_scale", lists.grad_scale},
+  for (const auto& [name, t] : {std::pair<const char*, const TensorRef&>{"grad_scale", lists.grad_scale},
                                 {"found_inf", lists.found_inf}}) {
     FUSED_RMSPROP_CHECK(!t.defined() || (t.numel() == 1 && dtype_of(t) == kFloat &&
                                  is_strided(t) && device_of(t) == params[0].device),
         "fused_rmsprop: ", name, " must be a one-element float32 tensor on ",
         to_string(params[0].device));
   }
-  for (const auto& [name, t] : {std::pair<const char*, const Tensor&>{"lr_tensor", lists.lr_tensor},
+  for (const auto& [name, t] : {std::pair<const char*, const TensorRef&>{"lr_tensor", lists.lr_tensor},
                                 {"grad_factor", lists.grad_factor}}) {
     FUSED_RMSPROP_CHECK(!t.defined() || (t.numel() == 1 && is_strided(t) &&
                                  (dtype_of(t) == kFloat || dtype_of(t) == kDouble) &&
@@ -233,7 +233,7 @@ void check_rmsprop_args(const TensorLists& lists, const RMSpropOptions& o) {
       "fused_rmsprop: state_steps has ", lists.state_steps.size(),
       " tensors but params has ", n, " (pass one per param, or none)");
   for (size_t i = 0; i < lists.state_steps.size(); ++i) {
-    const Tensor& s = lists.state_steps[i];
+    const TensorRef& s = lists.state_steps[i];
     FUSED_RMSPROP_CHECK(s.defined() && s.numel() == 1 && is_strided(s) &&
         (dtype_of(s) == kFloat || dtype_of(s) == kDouble) &&
         (s.is_cpu() || device_of(s) == params[0].device),

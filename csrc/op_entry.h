@@ -31,13 +31,23 @@ inline void run_checked(const TensorLists& lists, const RMSpropOptions& opts, RM
   steps.advance();
 }
 
-// Every device registers TORCH_BOX(&rmsprop_entry<its_impl, its_counter_kernel>);
-// its signature is the argument table's (NOTE: [argument table]).
+// Checks a boxed call's argument and output counts against the schema's.
+inline void check_boxed_call(uint64_t num_args, uint64_t num_outputs, uint64_t expected_args) {
+  FUSED_RMSPROP_CHECK(num_args == expected_args && num_outputs == 0,
+      "fused_rmsprop: internal error: the op's schema has ", num_args, " arguments and ",
+      num_outputs, " outputs; its kernel takes ", expected_args, " and returns none");
+}
+
+// The boxed kernel every device registers for rmsprop_ (and, with impl ==
+// nullptr, for rmsprop_check): the arguments are unpacked by the table
+// (NOTE: [argument table]) as borrowed handles (NOTE: [stable ABI]).
 template <RMSpropImpl impl, AdvanceOnDevice advance_on_device = nullptr>
-void rmsprop_entry(TensorList params FUSED_RMSPROP_DECLARE_ARGS) {
+void rmsprop_boxed(StableIValue* stack, uint64_t num_args, uint64_t num_outputs) {
+  check_boxed_call(num_args, num_outputs, kTableArgs);
+  BorrowedArgs borrowed;
   TensorLists lists;
   RMSpropOptions opts{};
-  FUSED_RMSPROP_PACK_ARGS
+  unpack_args(stack, borrowed, lists, opts);
   run_checked(lists, opts, impl, advance_on_device);
 }
 

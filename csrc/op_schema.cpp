@@ -19,7 +19,7 @@ STABLE_TORCH_LIBRARY(fused_rmsprop, m) {
 }
 
 STABLE_TORCH_LIBRARY_IMPL(fused_rmsprop, CompositeExplicitAutograd, m) {
-  m.impl("rmsprop_check", TORCH_BOX(&fused_rmsprop::rmsprop_entry<nullptr>));
+  m.impl("rmsprop_check", &fused_rmsprop::rmsprop_boxed<nullptr>);
 }
 
 // `import fused_rmsprop._C` loads this library, which runs the registrations

@@ -4,11 +4,11 @@
 
 namespace fused_rmsprop {
 
-bool skipped_on_host(const Tensor& found_inf) {
+bool skipped_on_host(const TensorRef& found_inf) {
   return found_inf.defined() && found_inf.is_cpu() && read_host_scalar(found_inf) != 0.0;
 }
 
-StepCounters::StepCounters(TensorList state_steps, const Tensor& found_inf, CounterPolicy policy,
+StepCounters::StepCounters(TensorList state_steps, const TensorRef& found_inf, CounterPolicy policy,
                            AdvanceOnDevice advance_on_device)
     : found_inf_(found_inf), advance_on_device_(advance_on_device) {
   if (state_steps.empty()) {
@@ -22,7 +22,7 @@ StepCounters::StepCounters(TensorList state_steps, const Tensor& found_inf, Coun
   } else if (found_inf.is_cpu() && policy == CounterPolicy::kHostWritesCpuCounters) {
     skipped = read_host_scalar(found_inf) != 0.0;
   }
-  for (const Tensor& s : state_steps) {
+  for (const TensorRef& s : state_steps) {
     const bool host = s.is_cpu() && policy == CounterPolicy::kHostWritesCpuCounters;
     if (!host) {
       FUSED_RMSPROP_CHECK(advance_on_device_ != nullptr,
@@ -43,7 +43,7 @@ StepCounters::StepCounters(TensorList state_steps, const Tensor& found_inf, Coun
 }
 
 void StepCounters::advance() const {
-  for (const Tensor& s : on_host_) {
+  for (const TensorRef& s : on_host_) {
     if (dtype_of(s) == kFloat) {
       *static_cast<float*>(s.data_ptr()) += 1.0f;
     } else {

@@ -8,7 +8,7 @@
 namespace fused_rmsprop {
 
 // True when found_inf is a CPU tensor that says the step is skipped.
-bool skipped_on_host(const Tensor& found_inf);
+bool skipped_on_host(const TensorRef& found_inf);
 
 // Which step counters the host writes itself. On the CPU op and the CUDA op:
 // the ones in host memory (one add each, no kernel). The emulation of the
@@ -19,7 +19,7 @@ enum class CounterPolicy { kHostWritesCpuCounters, kDeviceForAll };
 // Advances the counters in device memory by 1, or leaves them when found_inf
 // (undefined, or a one-element float32 tensor on the device) is not zero: a
 // device's kernel (cuda/step_counter_kernel.h), with no host synchronisation.
-using AdvanceOnDevice = void (*)(TensorList counters, const Tensor& found_inf);
+using AdvanceOnDevice = void (*)(TensorList counters, const TensorRef& found_inf);
 
 // NOTE: [step counters] A call's step counters are advanced after the update,
 // by 1 unless found_inf says the step is skipped. Everything that can fail or
@@ -33,14 +33,14 @@ class StepCounters {
  public:
   // advance_on_device: the device's kernel, or nullptr for a device whose
   // counters are all in host memory (the CPU op); then every counter must be.
-  StepCounters(TensorList state_steps, const Tensor& found_inf, CounterPolicy policy,
+  StepCounters(TensorList state_steps, const TensorRef& found_inf, CounterPolicy policy,
                AdvanceOnDevice advance_on_device);
   void advance() const;
 
  private:
-  std::vector<Tensor> on_host_;    // written by the host (none when skipped)
-  std::vector<Tensor> on_device_;  // advanced by advance_on_device_
-  Tensor found_inf_;
+  std::vector<TensorRef> on_host_;    // written by the host (none when skipped)
+  std::vector<TensorRef> on_device_;  // advanced by advance_on_device_
+  TensorRef found_inf_;
   AdvanceOnDevice advance_on_device_;
 };
 

@@ -25,7 +25,74 @@ const ShimCodes& codes() {
 
 }  // namespace
 
-ScalarType dtype_of(const Tensor& t) {
+bool TensorRef::defined() const {
+  if (handle_ == nullptr) {
+    return false;
+  }
+  bool defined = false;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_is_defined(handle_, &defined));
+  return defined;
+}
+
+void* TensorRef::data_ptr() const {
+  void* data = nullptr;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_data_ptr(handle_, &data));
+  return data;
+}
+
+int64_t TensorRef::numel() const {
+  int64_t numel = 0;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_numel(handle_, &numel));
+  return numel;
+}
+
+int64_t TensorRef::dim() const {
+  int64_t dim = 0;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_dim(handle_, &dim));
+  return dim;
+}
+
+IntList TensorRef::sizes() const {
+  int64_t* sizes = nullptr;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_sizes(handle_, &sizes));
+  return IntList(sizes, static_cast<size_t>(dim()));
+}
+
+IntList TensorRef::strides() const {
+  int64_t* strides = nullptr;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_strides(handle_, &strides));
+  return IntList(strides, static_cast<size_t>(dim()));
+}
+
+bool TensorRef::is_contiguous() const {
+  bool contiguous = false;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_is_contiguous(handle_, &contiguous));
+  return contiguous;
+}
+
+bool TensorRef::is_cpu() const {
+  int32_t type = 0;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_device_type(handle_, &type));
+  return type == codes().cpu;
+}
+
+int32_t TensorRef::get_device_index() const {
+  int32_t index = 0;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_device_index(handle_, &index));
+  return index;
+}
+
+Layout TensorRef::layout() const {
+  return to_owned().layout();
+}
+
+Tensor TensorRef::to_owned() const {
+  AtenTensorHandle owned = nullptr;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_new_tensor_handle(handle_, &owned));
+  return Tensor(owned);
+}
+
+ScalarType dtype_of(const TensorRef& t) {
   int32_t code = 0;
   TORCH_ERROR_CODE_CHECK(aoti_torch_get_dtype(t.get(), &code));
   const ShimCodes& c = codes();
@@ -34,10 +101,10 @@ ScalarType dtype_of(const Tensor& t) {
   if (code == c.bfloat16) return kBFloat16;
   if (code == c.float16) return kHalf;
   if (code == c.uint8) return kByte;
-  return t.scalar_type();
+  return t.to_owned().scalar_type();
 }
 
-Device device_of(const Tensor& t) {
+Device device_of(const TensorRef& t) {
   int32_t type = 0;
   int32_t index = 0;
   TORCH_ERROR_CODE_CHECK(aoti_torch_get_device_type(t.get(), &type));
@@ -45,10 +112,10 @@ Device device_of(const Tensor& t) {
   const ShimCodes& c = codes();
   if (type == c.cpu) return Device(DeviceType::CPU, index);
   if (type == c.cuda) return Device(DeviceType::CUDA, index);
-  return t.device();
+  return t.to_owned().device();
 }
 
-bool is_strided(const Tensor& t) {
+bool is_strided(const TensorRef& t) {
   int32_t layout = 0;
   TORCH_ERROR_CODE_CHECK(aoti_torch_get_layout(t.get(), &layout));
   return layout == codes().strided;
@@ -133,11 +200,12 @@ bool is_non_overlapping_and_dense(IntList sizes, IntList strides) {
   return true;
 }
 
-double read_scalar(const Tensor& t) {
+double read_scalar(const TensorRef& t) {
   if (t.is_cpu()) {
     return read_host_scalar(t);
   }
-  return read_host_scalar(torch::stable::to(t, Device(DeviceType::CPU)));
+  const Tensor on_host = torch::stable::to(t.to_owned(), Device(DeviceType::CPU));
+  return read_host_scalar(on_host);
 }
 
 }  // namespace fused_rmsprop

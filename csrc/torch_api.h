@@ -37,7 +37,6 @@
 namespace fused_rmsprop {
 
 using Tensor = torch::stable::Tensor;
-using TensorList = torch::headeronly::HeaderOnlyArrayRef<Tensor>;
 using IntList = torch::headeronly::HeaderOnlyArrayRef<int64_t>;
 using ScalarType = torch::headeronly::ScalarType;
 using Layout = torch::headeronly::Layout;
@@ -51,6 +50,39 @@ inline constexpr ScalarType kDouble = ScalarType::Double;
 inline constexpr ScalarType kHalf = ScalarType::Half;
 inline constexpr ScalarType kBFloat16 = ScalarType::BFloat16;
 inline constexpr ScalarType kByte = ScalarType::Byte;
+
+// A tensor an op borrows from its caller for the duration of the call: a
+// handle of the stable C shim, not owned. The ops' boxed entries read their
+// tensor arguments as handles (op_entry.h), so a call allocates nothing per
+// tensor beyond what the shim allocates itself (a torch::stable::Tensor owns
+// its handle through a shared pointer: one more allocation per tensor, 35 µs
+// in a call of 800 tensors; docs/performance.md). The methods are the stable
+// Tensor's, each one call into the shim.
+class TensorRef {
+ public:
+  TensorRef() = default;  // undefined
+  explicit TensorRef(AtenTensorHandle handle) : handle_(handle) {}
+  TensorRef(const Tensor& t) : handle_(t.get()) {}  // NOLINT: borrows from an owner
+
+  AtenTensorHandle get() const { return handle_; }
+  bool defined() const;
+  void* data_ptr() const;
+  int64_t numel() const;
+  int64_t dim() const;
+  IntList sizes() const;
+  IntList strides() const;
+  bool is_contiguous() const;
+  bool is_cpu() const;
+  int32_t get_device_index() const;
+  Layout layout() const;
+  // A new owning reference (for the stable ops, which take a Tensor).
+  Tensor to_owned() const;
+
+ private:
+  AtenTensorHandle handle_ = nullptr;
+};
+
+using TensorList = torch::headeronly::HeaderOnlyArrayRef<TensorRef>;
 
 namespace detail {
 template <typename... Args>
@@ -74,9 +106,9 @@ std::string concat(const Args&... args) {
 // codes of the dtypes and devices we use looked up once: the stable Tensor's
 // methods map each code by up to 20 calls into the shim, and a 200-parameter
 // call reads these about 3000 times.
-ScalarType dtype_of(const Tensor& t);
-Device device_of(const Tensor& t);
-bool is_strided(const Tensor& t);
+ScalarType dtype_of(const TensorRef& t);
+Device device_of(const TensorRef& t);
+bool is_strided(const TensorRef& t);
 
 // For messages: "cpu", "cuda:0", "[2, 3]", "Strided", as torch prints them.
 std::string to_string(const Device& device);
@@ -87,16 +119,16 @@ std::string to_string(Layout layout);
 // (a contiguous tensor or a permutation of one), as at::Tensor's
 // is_non_overlapping_and_dense.
 bool is_non_overlapping_and_dense(IntList sizes, IntList strides);
-inline bool is_non_overlapping_and_dense(const Tensor& t) {
+inline bool is_non_overlapping_and_dense(const TensorRef& t) {
   return is_non_overlapping_and_dense(t.sizes(), t.strides());
 }
 
 // The value of a one-element float32 or float64 tensor, copied to the host
 // first when it is on a GPU (which waits for the device).
-double read_scalar(const Tensor& t);
+double read_scalar(const TensorRef& t);
 
 // The same for a tensor known to be in host memory (no dispatch, no copy).
-inline double read_host_scalar(const Tensor& t) {
+inline double read_host_scalar(const TensorRef& t) {
   return dtype_of(t) == kDouble ? *static_cast<const double*>(t.data_ptr())
                                     : *static_cast<const float*>(t.data_ptr());
 }

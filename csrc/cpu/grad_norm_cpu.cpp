@@ -132,7 +132,9 @@ double norm_by_kind(TensorList grads, double norm_type) {
   return norm_of<NormKind::kPow, T>(grads, norm_type);
 }
 
-Tensor grad_norm_cpu(TensorList grads, double norm_type) {
+Tensor grad_norm_cpu(const std::vector<Tensor>& tensors, double norm_type) {
+  const std::vector<TensorRef> refs(tensors.begin(), tensors.end());
+  const TensorList grads(refs);
   check_grad_norm_args(grads, norm_type);
   double value = 0.0;
   switch (dtype_of(grads[0])) {

@@ -214,7 +214,7 @@ void update_param(const Span<T, S>& s, const RMSpropConstants<opmath_t<T>>& c) {
 }
 
 // The step counter of a CPU parameter, read in place (no dispatch per tensor).
-double read_step(const Tensor& step) {
+double read_step(const TensorRef& step) {
   return read_host_scalar(step);
 }
 
@@ -244,7 +244,7 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
     const int64_t units = (lists.params[t].numel() + kUnit - 1) / kUnit;
     unit_start[t + 1] = unit_start[t] + units;
   }
-  auto data = [](const Tensor& t) { return t.data_ptr(); };
+  auto data = [](const TensorRef& t) { return t.data_ptr(); };
   auto state_ptr = [&](TensorList list, int64_t t) -> S* {
     return list.empty() ? nullptr : static_cast<S*>(data(list[t]));
   };
@@ -324,7 +324,7 @@ void rmsprop_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(fused_rmsprop, CPU, m) {
-  m.impl("rmsprop_", TORCH_BOX(&rmsprop_entry<&rmsprop_cpu>));
+  m.impl("rmsprop_", &rmsprop_boxed<&rmsprop_cpu>);
 }
 
 }  // namespace fused_rmsprop

@@ -17,7 +17,7 @@ namespace {
 
 // The current stream of the current device (torch's, as c10's
 // getCurrentCUDAStream gives it; NOTE: [stable ABI]).
-cudaStream_t current_stream(const Tensor& on_device) {
+cudaStream_t current_stream(const TensorRef& on_device) {
   void* stream = nullptr;
   TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(on_device.get_device_index(), &stream));
   return static_cast<cudaStream_t>(stream);
@@ -41,7 +41,7 @@ void rmsprop_cuda(const TensorLists& lists, const RMSpropOptions& opts) {
   });
 }
 
-void advance_counters_cuda(TensorList counters, const Tensor& found_inf) {
+void advance_counters_cuda(TensorList counters, const TensorRef& found_inf) {
   const torch::stable::accelerator::DeviceGuard device_guard(counters[0].get_device_index());
   const cudaStream_t stream = current_stream(counters[0]);
   advance_step_counters(counters, found_inf, [&](auto kernel, int blocks, int threads,
@@ -54,7 +54,7 @@ void advance_counters_cuda(TensorList counters, const Tensor& found_inf) {
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(fused_rmsprop, CUDA, m) {
-  m.impl("rmsprop_", TORCH_BOX((&rmsprop_entry<&rmsprop_cuda, &advance_counters_cuda>)));
+  m.impl("rmsprop_", &rmsprop_boxed<&rmsprop_cuda, &advance_counters_cuda>);
 }
 
 }  // namespace fused_rmsprop

@@ -139,11 +139,11 @@ void run_multi_tensor(const TensorLists& lists, const RMSpropOptions& opts, cons
       streams.push_back(rounding_stream(lists.rounding_seed, id));
     }
   }
-  auto pointer = [](const Tensor& t) -> const float* {
+  auto pointer = [](const TensorRef& t) -> const float* {
     return t.defined() ? static_cast<const float*>(t.data_ptr()) : nullptr;
   };
   // A float32 or float64 scalar: one of the two pointers is set, or none.
-  auto pointers = [&](const Tensor& t) -> std::pair<const float*, const double*> {
+  auto pointers = [&](const TensorRef& t) -> std::pair<const float*, const double*> {
     if (t.defined() && dtype_of(t) == kDouble) {
       return {nullptr, static_cast<const double*>(t.data_ptr())};
     }

@@ -40,14 +40,14 @@ FUSED_RMSPROP_GLOBAL void advance_step_counters_kernel(
 // counters; found_inf: undefined, or a one-element float32 tensor on the
 // counters' device (checked by check_rmsprop_args).
 template <typename Launch>
-void advance_step_counters(TensorList counters, const Tensor& found_inf, const Launch& launch) {
+void advance_step_counters(TensorList counters, const TensorRef& found_inf, const Launch& launch) {
   StepCounterArgs args{};
   args.found_inf = found_inf.defined() ? static_cast<const float*>(found_inf.data_ptr()) : nullptr;
   const int64_t n = static_cast<int64_t>(counters.size());
   for (int64_t first = 0; first < n; first += kCountersPerLaunch) {
     args.count = static_cast<int>(std::min<int64_t>(kCountersPerLaunch, n - first));
     for (int i = 0; i < args.count; ++i) {
-      const Tensor& c = counters[first + i];
+      const TensorRef& c = counters[first + i];
       args.counter[i] = c.data_ptr();
       args.is_double[i] = dtype_of(c) == kDouble;
     }

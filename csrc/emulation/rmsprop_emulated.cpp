@@ -18,6 +18,7 @@
 #include "../op_entry.h"
 // The argument checks, step counters and torch helpers, compiled into this
 // library too (it stands alone).
+#include "../op_args.cpp"
 #include "../op_checks.cpp"
 #include "../step_counters.cpp"
 #include "../torch_api.cpp"
@@ -44,7 +45,7 @@ void rmsprop_emulated(const TensorLists& lists, const RMSpropOptions& opts) {
 
 // The step counters' kernel, run as the CUDA op runs it (not counted in
 // last_launches, which counts the update's launches).
-void advance_counters_emulated(TensorList counters, const Tensor& found_inf) {
+void advance_counters_emulated(TensorList counters, const TensorRef& found_inf) {
   advance_step_counters(counters, found_inf, [](auto kernel, int blocks, int threads,
                                                 const auto& args) {
     emulated_launch(blocks, threads, kernel, args);
@@ -75,12 +76,16 @@ RMSpropImpl emulated_impl(int64_t chunk_size, int64_t kernel_arg_bytes) {
 }
 
 // The op's arguments (NOTE: [argument table]), then the launch layout.
-void rmsprop_emulated_op(TensorList params FUSED_RMSPROP_DECLARE_ARGS, int64_t chunk_size,
-                         int64_t kernel_arg_bytes) {
-  const RMSpropImpl impl = emulated_impl(chunk_size, kernel_arg_bytes);
+// (boxed as every device's entry, op_entry.h).
+void rmsprop_emulated_op(StableIValue* stack, uint64_t num_args, uint64_t num_outputs) {
+  check_boxed_call(num_args, num_outputs, kTableArgs + 2);
+  BorrowedArgs borrowed;
   TensorLists lists;
   RMSpropOptions opts{};
-  FUSED_RMSPROP_PACK_ARGS
+  unpack_args(stack, borrowed, lists, opts);
+  const RMSpropImpl impl =
+      emulated_impl(torch::stable::detail::to<int64_t>(stack[kTableArgs]),
+                    torch::stable::detail::to<int64_t>(stack[kTableArgs + 1]));
   g_launches = 0;
   // As the CUDA op with its counters on the GPU (NOTE: [step counters]).
   run_checked(lists, opts, impl, &advance_counters_emulated, CounterPolicy::kDeviceForAll);
@@ -100,7 +105,10 @@ std::vector<int64_t> plan(TensorList tensors) {
   return blocks_per_launch;
 }
 
-std::vector<int64_t> launch_plan(TensorList tensors, int64_t depth, int64_t kernel_arg_bytes) {
+std::vector<int64_t> launch_plan(const std::vector<Tensor>& owned, int64_t depth,
+                                 int64_t kernel_arg_bytes) {
+  const std::vector<TensorRef> refs(owned.begin(), owned.end());
+  const TensorList tensors(refs);
   check_launch_args(kChunkSize, kernel_arg_bytes);
   FUSED_RMSPROP_CHECK(depth >= 3 && depth <= 5,
       "fused_rmsprop_emulation: depth must be 3, 4 or 5 (tensors per parameter), got ", depth);
@@ -122,7 +130,7 @@ STABLE_TORCH_LIBRARY(fused_rmsprop_emulation, m) {
 }
 
 STABLE_TORCH_LIBRARY_IMPL(fused_rmsprop_emulation, CPU, m) {
-  m.impl("rmsprop_", TORCH_BOX(&rmsprop_emulated_op));
+  m.impl("rmsprop_", &rmsprop_emulated_op);
 }
 
 STABLE_TORCH_LIBRARY_IMPL(fused_rmsprop_emulation, CompositeExplicitAutograd, m) {
