@@ -130,7 +130,7 @@ double read_scalar(const TensorRef& t);
 // The same for a tensor known to be in host memory (no dispatch, no copy).
 inline double read_host_scalar(const TensorRef& t) {
   return dtype_of(t) == kDouble ? *static_cast<const double*>(t.data_ptr())
-                                    : *static_cast<const float*>(t.data_ptr());
+                                : *static_cast<const float*>(t.data_ptr());
 }
 
 }  // namespace fused_rmsprop
