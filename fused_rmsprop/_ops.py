@@ -90,11 +90,15 @@ def _rmsprop_fake(params, grads, square_avgs, momentum_buffers, grad_avgs, state
     return None
 
 
+def _grad_norm_dtype(grads):
+    # As grad_norm_dtype in csrc/grad_norm.h: float64 for float64 grads, else float32.
+    return torch.float64 if grads[0].dtype == torch.float64 else torch.float32
+
+
 @torch.library.register_fake("fused_rmsprop::grad_norm")
 def _grad_norm_fake(grads, norm_type):
     torch._check(len(grads) > 0, lambda: "fused_rmsprop.grad_norm: grads is empty")
-    dtype = torch.float64 if grads[0].dtype == torch.float64 else torch.float32
-    return grads[0].new_empty((), dtype=dtype)
+    return grads[0].new_empty((), dtype=_grad_norm_dtype(grads))
 
 
 @torch.library.impl("fused_rmsprop::_foreach_grad_norm", "cuda")
@@ -102,8 +106,7 @@ def _foreach_grad_norm(grads, norm_type):
     # grad_norm on a GPU, called by its C++ kernel after the argument checks:
     # torch's multi-tensor norms, then their norm (these ATen ops take a
     # Scalar, which the stable ABI cannot pass from C++; csrc/torch_api.h).
-    dtype = torch.float64 if grads[0].dtype == torch.float64 else torch.float32
-    norms = torch._foreach_norm(grads, norm_type, dtype=dtype)
+    norms = torch._foreach_norm(grads, norm_type, dtype=_grad_norm_dtype(grads))
     return torch.linalg.vector_norm(torch.stack(norms), norm_type)
 
 

@@ -213,11 +213,6 @@ void update_param(const Span<T, S>& s, const RMSpropConstants<opmath_t<T>>& c) {
   }
 }
 
-// The step counter of a CPU parameter, read in place (no dispatch per tensor).
-double read_step(const TensorRef& step) {
-  return read_host_scalar(step);
-}
-
 // NOTE: [flat index space] The work of a call is one index space of units
 // laid end to end over all its tensors; a unit is the elements of one 64-byte
 // cache line of the parameter, counted from the tensor's start. The units are
@@ -262,7 +257,7 @@ void run_cpu(const TensorLists& lists, const RMSpropOptions& opts) {
     rounding.resize(n);
     for (int64_t t = 0; t < n; ++t) {
       rounding[t] = {rounding_stream(lists.rounding_seed, lists.rounding_ids[t]),
-                     step_counter(read_step(lists.state_steps[t]))};
+                     step_counter(read_host_scalar(lists.state_steps[t]))};
     }
   }
   if (lists.grad_scale.defined()) {

@@ -5,8 +5,6 @@
 #include <torch/csrc/inductor/aoti_torch/c/shim.h>
 #include <torch/csrc/stable/accelerator.h>
 
-#include <string>
-
 #include "../dispatch.h"
 #include "../op_entry.h"
 #include "rmsprop_kernel.h"
