@@ -32,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OLDEST_TORCH = os.environ.get("OLDEST_TORCH", "{}.{}.0".format(*MIN_TORCH))
 OLDEST_SITE = os.environ.get("OLDEST_SITE")
 # What pip's isolated build environment takes: torch with its CUDA libraries
-# (5.5 GB measured for 2.14.1) and the build's objects, with a margin.
+# (5.4 GB at peak, measured with 2.14.1) and the build's objects, with a margin.
 BUILD_ENV_BYTES = 7 << 30
 CUDA_EXPECTED = shutil.which("nvcc") is not None and os.environ.get(
     "FUSED_RMSPROP_CUDA", "auto") != "0"
