@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._op_args import amp_tensors, lr_for, op_kwargs, rounding_for
+from ._op_args import amp_tensors, lr_for, op_kwargs, rounding_for, shard_rounding_id
 from ._ops import rmsprop_
 from ._state import DTensor, as_real, is_dense, local_shards, wanted_keys
 from ._state_forms import group_forms
@@ -122,9 +122,18 @@ def build_calls(optimizer, careful, special):
             if grad is None:
                 continue
             s = state.get(p, _NO_STATE)
+            # (traced, the size test is left out: dynamo cannot always
+            # evaluate it, and the state already says it; of a DTensor, the
+            # size is the whole tensor's, so every rank picks the same form)
+            if large is not small and (large.marker in s if compiling
+                                       else p.numel() >= threshold):
+                large_at.append(len(params))
+            rounding_id = group_first_id + i
             # type() first: isinstance(p, DTensor) costs 0.1 us per param
             if type(p) not in _PLAIN_TYPES and isinstance(p, DTensor):
                 built.dtensors.append(p)
+                if rounding:
+                    rounding_id = shard_rounding_id(rounding_id, p)
                 p, grad, s = local_shards(p, grad, s)
             if care:
                 origins.append((index, i))
@@ -137,16 +146,11 @@ def build_calls(optimizer, careful, special):
                 built.has_complex = True
                 p, grad = as_real(p), as_real(grad)
                 s = {k: as_real(v) for k, v in s.items()}
-            # (traced, the size test is left out: dynamo cannot always
-            # evaluate it, and the state already says it)
-            if large is not small and (large.marker in s if compiling
-                                       else p.numel() >= threshold):
-                large_at.append(len(params))
             params.append(p)
             grads.append(grad)
             states.append(s)
             if rounding:
-                ids.append(group_first_id + i)
+                ids.append(rounding_id)
         if not params:
             continue
         built.group_grads.append(grads)

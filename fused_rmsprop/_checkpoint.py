@@ -16,7 +16,20 @@ from ._state_forms import restore, torch_format
 # set_optimizer_state_dict), which matches keys one to one, then moves state
 # between the two classes in either direction. A group loaded without one of
 # them (from torch, or saved at the default) takes the loading optimizer's
-# own setting.
+# own setting. How this optimizer stores state (state_bits, min_8bit_size)
+# is never saved: NOTE: [storage options].
+#
+# NOTE: [8-bit checkpoints] 8-bit state is saved as float32 tensors under
+# torch's keys (``square_avg``, ...), the codes decoded: a checkpoint is the
+# same whatever the storage, so torch.optim.RMSprop loads and continues it,
+# DCP reshards it to any number of ranks (the blocks of the codes are cut in
+# each rank's shard, NOTE: [8-bit shards]), and a FusedRMSprop with 8-bit
+# state that loads it encodes it again: into the same codes and scales when
+# its blocks are the same (a codes -> float32 -> codes round trip is exact,
+# tests/test_quantized_checkpoints.py), within the codes' error bound when
+# they are not. The cost: state_dict() makes 4 bytes per element and state
+# (docs/8bit-state.md, "Checkpoints", measured). A checkpoint that holds codes
+# (saved before this format) still loads.
 EXTRA_DEFAULTS = {
     "eps_in_sqrt": False,
     "initial_square_avg": 0.0,
@@ -36,13 +49,21 @@ class TorchFormatCheckpoints:
     """state_dict, load_state_dict and __setstate__ for FusedRMSprop."""
 
     def state_dict(self):
+        """torch.optim.RMSprop's state_dict (NOTE: [torch's format]); 8-bit
+        state is in it as float32 tensors, new ones (the live state holds
+        codes): see NOTE: [8-bit checkpoints]."""
         state_dict = super().state_dict()
         for group in state_dict["param_groups"]:  # fresh dicts, safe to edit
             for key, default in EXTRA_DEFAULTS.items():
-                if key in group and group[key] == default:
-                    del group[key]
+                if key in STORAGE_OPTIONS or key in group and group[key] == default:
+                    group.pop(key, None)
             if not group.get("stochastic_rounding", False):
                 group.pop("rounding_seed", None)  # used only with stochastic rounding
+        # torch's state_dict numbers the params in order over the groups and
+        # shares each param's state dict: copied before editing
+        params = [p for group in self.param_groups for p in group["params"]]
+        state_dict["state"] = {index: torch_format(dict(saved), params[index])
+                               for index, saved in state_dict["state"].items()}
         return state_dict
 
     def __setstate__(self, state):

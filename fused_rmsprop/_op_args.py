@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._state import shard_offset
+
 
 def amp_tensors(optimizer):
     """Maps a device to the GradScaler arguments for a call on it."""
@@ -79,6 +81,18 @@ def rounding_for(group, dtype, ids):
     if not group["stochastic_rounding"] or dtype != torch.bfloat16:
         return {}
     return {"rounding_ids": ids, "rounding_seed": rounding_seed_from(group["rounding_seed"])}
+
+
+def shard_rounding_id(index, p):
+    """The rounding id of this rank's shard of DTensor `p`, the param at
+    `index` in the optimizer: NOTE: [rounding generator] keys the random
+    bits on the id and the element's index in the tensor the kernel
+    updates, which for a shard restarts at 0. The shard's offset in the
+    whole tensor goes into the id's upper 32 bits, so shards of one param
+    draw different bits (replicas of a shard the same, and the first shard
+    those of an unsharded param). A signed 64-bit integer (the op's int)."""
+    rounding_id = (index + (shard_offset(p) << 32)) & (2**64 - 1)
+    return rounding_id - 2**64 if rounding_id >= 2**63 else rounding_id
 
 
 def op_kwargs(group):

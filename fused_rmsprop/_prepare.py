@@ -80,11 +80,10 @@ def _check_param(p, group, where):
         raise RuntimeError(
             f"FusedRMSprop: {where} has elements that overlap in memory (strides "
             f"{p.stride()}); torch.optim.RMSprop cannot update it in place either")
-    if isinstance(p, DTensor) and form_for(p, group) is EIGHT_BIT:
+    if isinstance(p, DTensor) and p.is_complex() and form_for(p, group) is EIGHT_BIT:
         raise ValueError(
-            f"FusedRMSprop: state_bits=8 is not supported for DTensor parameters "
-            f"(FSDP2, tensor parallel): {where} is a DTensor, whose shards would cut "
-            "the state's blocks; keep its state full precision (state_bits=None, or "
+            f"FusedRMSprop: state_bits=8 is not supported for complex DTensor parameters: "
+            f"{where} is one; keep its state full precision (state_bits=None, or "
             "min_8bit_size above its size)")
 
 

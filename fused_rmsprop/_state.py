@@ -24,15 +24,43 @@ def wanted_keys(group):
             + (("grad_avg",) if group["centered"] else ()))
 
 
+def local(t):
+    """This rank's shard of a DTensor; any other tensor as it is."""
+    return t._local_tensor if isinstance(t, DTensor) else t
+
+
 def local_shards(p, grad, state):
     """This rank's shards of a DTensor parameter, its grad and its state.
 
     The update is elementwise, so each rank updates its own shard in place
-    (FSDP2 keeps grads and state sharded like the parameter)."""
-    def local(t):
-        return t._local_tensor if isinstance(t, DTensor) else t
-
+    (FSDP2 keeps grads and state sharded like the parameter; 8-bit state's
+    scales are this rank's own, plain tensors)."""
     return local(p), local(grad), {k: local(v) for k, v in state.items()}
+
+
+def sharded_like(p, shard):
+    """`shard` (this rank's piece of a tensor shaped like DTensor `p`, any
+    dtype) as a DTensor placed as `p` is; `shard` itself when p is no DTensor."""
+    if not isinstance(p, DTensor):
+        return shard
+    return DTensor.from_local(shard, p.device_mesh, p.placements, run_check=False,
+                              shape=p.shape, stride=p.stride())
+
+
+def shard_offset(p):
+    """The flat index in the whole tensor of the first element of this
+    rank's shard of DTensor `p` (0 for a tensor that is no DTensor): shards
+    that hold different elements start at different indices, replicas of a
+    shard at the same one."""
+    if not isinstance(p, DTensor):
+        return 0
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    _, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
+    flat, stride = 0, 1
+    for size, start in reversed(list(zip(p.shape, offset))):
+        flat, stride = flat + start * stride, stride * size
+    return flat
 
 
 def state_dtype(p, group):

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 
 from ._quantized import BLOCK, dequantize_state, quantize_state
-from ._state import STATE_KEYS, as_real, dense_layout, state_dtype, wanted_keys
+from ._state import (STATE_KEYS, DTensor, as_real, dense_layout, local, sharded_like, state_dtype,
+                     wanted_keys)
 
 
 def _describe(t):
@@ -81,26 +82,35 @@ class FullPrecision:
 
     @staticmethod
     def restore(p, group, state, saved):
-        """After torch's loader: float32 state of half-precision parameters
-        put back (torch casts it to the parameter's dtype), and state saved
-        in the parameter's dtype widened to float32 where that is wanted."""
+        """After torch's loader: float32 state put back where torch cast it
+        to a half-precision parameter's dtype and float32 is wanted (by
+        state_dtype, or to be quantized exactly to 8-bit codes), and state
+        saved in the parameter's dtype widened to float32 where that is wanted."""
         wanted = state_dtype(p, group)
+        keep = wanted != p.dtype or form_for(p, group) is not FULL
         for key in STATE_KEYS:
             value = saved.get(key)
-            if wanted != p.dtype and torch.is_tensor(value) and value.dtype == torch.float32:
+            if keep and torch.is_tensor(value) and value.dtype == torch.float32:
                 state[key] = value.to(p.device, copy=True)
             elif key in state and state[key].dtype != wanted:
                 state[key] = state[key].to(wanted)
 
     @staticmethod
-    def torch_format(saved, key):
+    def torch_format(saved, key, p):
         pass  # already torch's
 
 
 class BlockwiseEightBit:
     """NOTE: [8-bit state codes] (csrc/quantized_state.h): ``<key>_codes``,
     uint8 laid out like the (real view of the) parameter, and ``<key>_scales``,
-    float32, one per BLOCK elements in memory order."""
+    float32, one per BLOCK elements in memory order.
+
+    NOTE: [8-bit shards] For a DTensor parameter (FSDP2) the blocks are cut
+    in each rank's shard, which the kernel updates as a tensor of its own:
+    the codes are a DTensor placed like the parameter, and the scales a plain
+    tensor of this rank's blocks (how many depends on the shard, so it has no
+    global shape). Nothing is gathered; a checkpoint holds float32 state
+    (NOTE: [torch's format] in _checkpoint.py), which any sharding loads."""
 
     marker = "square_avg_codes"
 
@@ -119,60 +129,72 @@ class BlockwiseEightBit:
     @staticmethod
     def create(p, group, state, key, value):
         """Every element `value` >= 0 (exact: code 255 is 1 times the scale)."""
-        real = as_real(dense_layout(p))
+        real = as_real(dense_layout(local(p)))
         codes = torch.zeros_like(real, dtype=torch.uint8)
         scales = torch.zeros((real.numel() + BLOCK - 1) // BLOCK, dtype=torch.float32,
-                             device=p.device)
+                             device=real.device)
         if value != 0:
             codes.fill_(255)
             scales.fill_(value)
-        state[key + "_codes"], state[key + "_scales"] = codes, scales
+        state[key + "_codes"], state[key + "_scales"] = sharded_like(p, codes), scales
 
     @staticmethod
     def pop_values(p, state, key):
+        """float32 values, a DTensor placed like the codes where they are one."""
         codes, scales = state.pop(key + "_codes"), state.pop(key + "_scales")
-        return dequantize_state(codes, scales, key)
+        return sharded_like(codes, dequantize_state(local(codes), scales, key))
 
     @staticmethod
     def store(p, group, state, key, values):
-        layout = as_real(dense_layout(p))
+        layout, values = as_real(dense_layout(local(p))), local(values)
         if values.stride() != layout.stride():  # blocks follow memory order
             values = torch.empty_like(layout, dtype=values.dtype).copy_(values)
-        state[key + "_codes"], state[key + "_scales"] = quantize_state(values, key)
+        codes, scales = quantize_state(values, key)
+        state[key + "_codes"], state[key + "_scales"] = sharded_like(p, codes), scales
 
     def relayout(self, p, group, state, key):
-        if state[key + "_codes"].stride() != as_real(dense_layout(p)).stride():
+        if local(state[key + "_codes"]).stride() != as_real(dense_layout(local(p))).stride():
             self.store(p, group, state, key, self.pop_values(p, state, key))
 
     @staticmethod
     def check(p, group, state, key, where):
         codes, scales = state[key + "_codes"], state.get(key + "_scales")
-        real = as_real(p)
-        shape, blocks = tuple(real.shape), (real.numel() + BLOCK - 1) // BLOCK
+        real, sharded = as_real(p), isinstance(p, DTensor)
+        shape, blocks = tuple(real.shape), (local(real).numel() + BLOCK - 1) // BLOCK
         if not (torch.is_tensor(codes) and codes.dtype == torch.uint8
-                and tuple(codes.shape) == shape and codes.device == p.device):
+                and tuple(codes.shape) == shape and codes.device == p.device
+                and isinstance(codes, DTensor) == sharded):
+            placed = ", a DTensor placed like the parameter" if sharded else ""
             raise RuntimeError(
                 f"FusedRMSprop: state '{key}_codes' of {where} has {_describe(codes)}; "
-                f"expected shape {shape}, dtype torch.uint8, device {p.device} (8-bit state codes)")
+                f"expected shape {shape}, dtype torch.uint8, device {p.device} (8-bit state "
+                f"codes{placed})")
         if not (torch.is_tensor(scales) and scales.dtype == torch.float32
-                and tuple(scales.shape) == (blocks,) and scales.device == p.device):
+                and tuple(scales.shape) == (blocks,) and scales.device == p.device
+                and not isinstance(scales, DTensor)):
+            whose = " of this rank's shard" if sharded else ""
             raise RuntimeError(
                 f"FusedRMSprop: state '{key}_scales' of {where} has {_describe(scales)}; expected "
                 f"shape ({blocks},), dtype torch.float32, device {p.device} (one scale per "
-                f"block of {BLOCK} elements)")
+                f"block of {BLOCK} elements{whose}, a plain tensor)")
 
     def restore(self, p, group, state, saved):
-        """After torch's loader, which would cast codes and scales: the saved ones."""
+        """After torch's loader, which would cast codes and scales: the saved
+        ones (a checkpoint saved as codes: NOTE: [torch's format])."""
         for key in STATE_KEYS:
             for entry in self.entries(key):
                 if entry in state and torch.is_tensor(saved.get(entry)):
                     state[entry] = saved[entry].to(p.device, copy=True)
 
-    def torch_format(self, saved, key):
+    def torch_format(self, saved, key, p):
         """float32 `key` in place of its codes and scales (torch casts it to
-        the parameter's dtype when it loads it)."""
+        the parameter's dtype when it loads it); complex64 for a complex
+        parameter `p` (the codes are of its real view)."""
         if key + "_codes" in saved:
-            saved[key] = self.pop_values(None, saved, key)
+            values = self.pop_values(p, saved, key)
+            if p is not None and p.is_complex():
+                values = torch.view_as_complex(values.contiguous())
+            saved[key] = values
 
 
 FULL, EIGHT_BIT = FullPrecision(), BlockwiseEightBit()
@@ -234,9 +256,10 @@ def restore(p, group, state, saved):
     convert(p, group, state)
 
 
-def torch_format(saved):
-    """A param's saved state (a fresh dict) in torch.optim.RMSprop's form."""
+def torch_format(saved, p=None):
+    """A param's saved state (a fresh dict) in torch.optim.RMSprop's form.
+    Without the param `p`, the state of a complex one stays its real view."""
     for key in STATE_KEYS:
         for form in FORMS:
-            form.torch_format(saved, key)
+            form.torch_format(saved, key, p)
     return saved

@@ -102,8 +102,72 @@ def test_torch_state_dict_refuses_a_rule_torch_does_not_have():
         torch_state_dict(opt.state_dict())
 
 
-def test_state_dict_at_the_defaults_has_torchs_keys():
-    params, opt = _trained(None, steps=1)
-    assert not {"state_bits", "min_8bit_size"} & set(opt.state_dict()["param_groups"][0])
+def test_state_dict_has_torchs_format_whatever_the_storage():
+    # NOTE: [8-bit checkpoints]: float32 state under torch's keys, no storage options
+    _, full = _trained(None, steps=1)
     params, opt = _trained(8, steps=1)
-    assert opt.state_dict()["param_groups"][0]["state_bits"] == 8
+    saved, saved_full = opt.state_dict(), full.state_dict()
+    assert saved["param_groups"] == saved_full["param_groups"]
+    assert not {"state_bits", "min_8bit_size"} & set(saved["param_groups"][0])
+    for index, p in enumerate(params):
+        assert set(saved["state"][index]) == set(saved_full["state"][index])
+        live = opt.state[p]
+        for key in ("square_avg", "momentum_buffer", "grad_avg"):
+            value = saved["state"][index][key]
+            assert value.dtype == torch.float32 and value.shape == p.shape
+            if key + "_codes" in live:  # decoded; the live state keeps its codes
+                want = dequantize_state(live[key + "_codes"], live[key + "_scales"], key)
+                assert torch.equal(value, want)
+            else:  # below min_8bit_size: the state itself, as torch saves it
+                assert value is live[key]
+    assert "square_avg_codes" in opt.state[params[0]] and "square_avg" not in opt.state[params[0]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_a_checkpoint_round_trip_keeps_every_code_and_scale(dtype):
+    # codes -> float32 -> codes is exact for the same blocks, also where
+    # torch's loader casts the float32 state to a bfloat16 parameter's dtype
+    params = _params(dtype=dtype)
+    opt = FusedRMSprop(params, state_bits=8, momentum=0.9, centered=True)
+    _run(opt, params, 3)
+    clone = [p.detach().clone().requires_grad_() for p in params]
+    other = FusedRMSprop(clone, state_bits=8, momentum=0.9, centered=True)
+    other.load_state_dict(copy.deepcopy(opt.state_dict()))
+    for p, q in zip(params, clone):
+        assert set(other.state[q]) == set(opt.state[p])
+        for key, value in opt.state[p].items():
+            assert torch.equal(other.state[q][key], value), key
+
+
+def test_torch_rmsprop_loads_an_8bit_checkpoint_and_continues():
+    # A Trainer that saved FusedRMSprop(state_bits=8).state_dict() and loads
+    # it into torch.optim.RMSprop: it steps as a full-precision FusedRMSprop
+    # loading the same checkpoint does.
+    params = _params()
+    opt = FusedRMSprop(params, state_bits=8, momentum=0.9, weight_decay=0.01)
+    _run(opt, params, 3)
+    runs = []
+    for cls in (torch.optim.RMSprop, FusedRMSprop):
+        clone = [p.detach().clone().requires_grad_() for p in params]
+        other = cls(clone, momentum=0.9, weight_decay=0.01)
+        other.load_state_dict(copy.deepcopy(opt.state_dict()))
+        _run(other, clone, 2, start=10)
+        runs.append(clone)
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_a_checkpoint_that_holds_codes_still_loads():
+    # the live state as a state_dict (codes and scales), as saved before
+    # checkpoints held float32 state
+    params, opt = _trained(8)
+    saved = opt.state_dict()
+    saved["state"] = {i: copy.deepcopy(opt.state[p]) for i, p in enumerate(params)}
+    for state_bits in (8, None):
+        clone = [p.detach().clone().requires_grad_() for p in params]
+        other = FusedRMSprop(clone, state_bits=state_bits, momentum=0.9, centered=True)
+        other.load_state_dict(saved)
+        got = other.state_dict()["state"]
+        for i, want in opt.state_dict()["state"].items():
+            for key, value in want.items():
+                assert torch.equal(got[i][key], value), (state_bits, key)

@@ -194,22 +194,45 @@ def test_bad_8bit_state_gets_a_clear_error_and_nothing_changes():
     assert all(torch.equal(a, b) for a, b in zip(params, before))
 
 
-def test_dtensor_parameters_are_refused_with_8bit_state(tmp_path):
+def test_dtensor_parameters_keep_sharded_codes_and_step_as_plain_ones(tmp_path):
+    # One rank: the shard is the whole tensor, so the step equals the plain
+    # one bit for bit (2 ranks: tests/test_distributed_8bit.py).
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Shard, distribute_tensor
+    from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0,
                             world_size=1)
     try:
         mesh = init_device_mesh("cpu", (1,))
-        p = torch.nn.Parameter(distribute_tensor(torch.randn(64, 100), mesh, [Shard(0)]))
-        p.grad = distribute_tensor(torch.randn(64, 100), mesh, [Shard(0)])
-        opt = FusedRMSprop([p], state_bits=8)
-        with pytest.raises(ValueError, match="state_bits=8 is not supported for DTensor"):
+        plain = _params()
+        sharded = [torch.nn.Parameter(distribute_tensor(p.detach().clone(), mesh, [Shard(0)]))
+                   for p in plain]
+        kw = dict(state_bits=8, min_8bit_size=101, momentum=0.9, centered=True)
+        opts = FusedRMSprop(plain, **kw), FusedRMSprop(sharded, **kw)
+        for step in range(3):
+            _grads(plain, step)
+            for p, q in zip(plain, sharded):
+                q.grad = distribute_tensor(p.grad, mesh, [Shard(0)])
+            for opt in opts:
+                opt.step()
+        for p, q in zip(plain, sharded):
+            assert torch.equal(p, q.full_tensor())
+            for key, value in opts[0].state[p].items():
+                got = opts[1].state[q][key]
+                # sharded like the param, but the scales (this rank's blocks) and step
+                assert isinstance(got, DTensor) != (key == "step" or key.endswith("_scales")), key
+                assert torch.equal(value, got.full_tensor() if isinstance(got, DTensor) else got)
+        assert "square_avg_codes" in opts[1].state[sharded[0]]
+        assert "square_avg" in opts[1].state[sharded[1]]  # 100 elements: full precision
+        # complex DTensors with 8-bit state: a clear error, nothing written
+        z = torch.nn.Parameter(distribute_tensor(torch.randn(64, 100, dtype=torch.complex64),
+                                                 mesh, [Shard(0)]))
+        z.grad = torch.zeros_like(z)
+        opt = FusedRMSprop([z], state_bits=8)
+        with pytest.raises(ValueError, match="not supported for complex DTensor parameters"):
             opt.step()
-        # below min_8bit_size its state is full precision, and it trains
-        FusedRMSprop([p], state_bits=8, min_8bit_size=10**6).step()
+        assert not opt.state
     finally:
         dist.destroy_process_group()
 
