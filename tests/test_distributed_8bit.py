@@ -334,4 +334,71 @@ def test_an_8bit_checkpoint_moves_between_world_sizes_and_to_torch(worlds, how, 
     _assert_continues(loaded["moved"], saved["stay"], saved["at_save"])
 
 
-TASKS = {"train": _task_train, "resume": _task_resume, "save": _task_save, "load": _task_load}
+# -- stochastic rounding of bfloat16 params -----------------------------------
+
+SEED = 1234
+
+
+def _bf16_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.Linear(64, 33)).bfloat16()
+
+
+def _bf16_grads():
+    gen = torch.Generator().manual_seed(2)
+    return [torch.randn(p.shape, generator=gen).bfloat16() for p in _bf16_model().parameters()]
+
+
+def _task_rounding(rank, world, out_dir, _):
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import distribute_tensor
+
+    model = _bf16_model()
+    for layer in model:
+        fully_shard(layer)
+    fully_shard(model)
+    opt = FusedRMSprop(model.parameters(), **ROUNDING_KW, stochastic_rounding=True,
+                       rounding_seed=SEED)
+    for p, g in zip(model.parameters(), _bf16_grads()):
+        p.grad = distribute_tensor(g, p.device_mesh, p.placements)
+    opt.step()
+    return {"params": _full_params(model)}
+
+
+ROUNDING_KW = dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.01, state_bits=8,
+                   min_8bit_size=256)
+
+
+def test_fsdp2_shards_round_bfloat16_params_with_bits_of_their_own():
+    # Each rank's shard draws the generator's bits for its rounding id: the
+    # param's index plus the shard's offset in the whole tensor << 32
+    # (shard_rounding_id). The float32 result the bits round is that of the
+    # same step without rounding, on the whole tensor in one process (the
+    # first step's update does not depend on the blocks).
+    from fused_rmsprop.testing.rounding import random_bits, round_stochastically
+
+    world = 2
+    with tempfile.TemporaryDirectory() as tmp:
+        got = _run("rounding", world, tmp)["params"]
+    start = [p.detach().float() for p in _bf16_model().parameters()]
+    exact = [p.clone().requires_grad_() for p in start]
+    for p, g in zip(exact, _bf16_grads()):
+        p.grad = g.float()
+    FusedRMSprop(exact, **ROUNDING_KW).step()
+    differs = 0
+    for index, (out, want, begin) in enumerate(zip(got, exact, start)):
+        offset = 0
+        for out_shard, want_shard in zip(torch.chunk(out, world), torch.chunk(want.detach(), world)):
+            bits = random_bits(want_shard.numel(), seed=SEED, id=index + (offset << 32), step=0,
+                               slot="param")
+            expected = round_stochastically(want_shard.contiguous(), bits)
+            assert torch.equal(out_shard.view(torch.int16), expected.view(torch.int16)), (
+                index, offset)
+            offset += want_shard.numel()
+        # (and not what rounding to nearest gives)
+        differs += int((out != want.detach().bfloat16()).sum())
+    assert differs > 0
+
+
+TASKS = {"train": _task_train, "resume": _task_resume, "save": _task_save, "load": _task_load,
+         "rounding": _task_rounding}
