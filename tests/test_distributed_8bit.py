@@ -119,13 +119,29 @@ def _run(task, world, out_dir, arg=None):
 
 # -- training ---------------------------------------------------------------
 
-def _task_train(rank, world, out_dir, options):
+def _use_emulated_cuda_kernel():
+    """The step's op calls go to the CUDA kernel under host emulation (its
+    small chunks and launches: a shard spans several of each)."""
+    import fused_rmsprop._C_emulation  # noqa: F401 - registers the op
+    from fused_rmsprop import _calls
+
+    emulated = torch.ops.fused_rmsprop_emulation.rmsprop_
+    _calls.rmsprop_ = lambda *lists, **kw: emulated(*lists, **kw, chunk_size=512,
+                                                     kernel_arg_bytes=4096)
+
+
+def _task_train(rank, world, out_dir, arg):
     from torch.distributed.tensor import DTensor
 
+    options, kernel = arg
+    if kernel == "emulation":
+        _use_emulated_cuda_kernel()
     model = _sharded_model()
     opt = FusedRMSprop(model.parameters(), **OPTIONS[options])
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10) if options == "amp" else None
     _train(model, opt, _batches(), rank, world, scaler)
+    if kernel == "emulation":
+        assert torch.ops.fused_rmsprop_emulation.last_launches() > 0
     # the state each rank keeps: 8-bit codes sharded like the param, its own scales
     bytes_per_element = {}
     for k, (p, s) in enumerate(opt.state.items()):
@@ -168,10 +184,15 @@ def _shard_reference(world, options):
     return [p.detach() for p in params]
 
 
-@pytest.mark.parametrize("options", list(OPTIONS))
-def test_fsdp2_with_8bit_state_computes_what_one_process_does_on_the_same_shards(options):
+@pytest.mark.parametrize("options,kernel", [(options, "cpu") for options in OPTIONS] + [
+    ("momentum+centered+wd", "emulation"), ("amp", "emulation")])
+def test_fsdp2_with_8bit_state_computes_what_one_process_does_on_the_same_shards(options,
+                                                                                   kernel):
+    # kernel "emulation": the CUDA kernel on the ranks' shards, emulated on the host
+    if kernel == "emulation":
+        pytest.importorskip("fused_rmsprop._C_emulation")
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {world: _run("train", world, tmp, options) for world in (1, 2)}
+        runs = {world: _run("train", world, tmp, (options, kernel)) for world in (1, 2)}
     for world, run in runs.items():
         for got, want in zip(run["params"], _shard_reference(world, options)):
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
