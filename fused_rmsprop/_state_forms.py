@@ -86,12 +86,14 @@ class FullPrecision:
         to a half-precision parameter's dtype and float32 is wanted (by
         state_dtype, or to be quantized exactly to 8-bit codes), and state
         saved in the parameter's dtype widened to float32 where that is wanted."""
-        wanted = state_dtype(p, group)
-        keep = wanted != p.dtype or form_for(p, group) is not FULL
+        wanted, quantized = state_dtype(p, group), form_for(p, group) is not FULL
         for key in STATE_KEYS:
             value = saved.get(key)
-            if keep and torch.is_tensor(value) and value.dtype == torch.float32:
-                state[key] = value.to(p.device, copy=True)
+            if (quantized or wanted != p.dtype) and torch.is_tensor(value) \
+                    and value.dtype == torch.float32:
+                # (the kernel would update a kept tensor in place, and the
+                # caller's state dict must not change; encoding only reads it)
+                state[key] = value.to(p.device, copy=not quantized)
             elif key in state and state[key].dtype != wanted:
                 state[key] = state[key].to(wanted)
 

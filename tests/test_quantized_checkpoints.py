@@ -132,11 +132,19 @@ def test_a_checkpoint_round_trip_keeps_every_code_and_scale(dtype):
     _run(opt, params, 3)
     clone = [p.detach().clone().requires_grad_() for p in params]
     other = FusedRMSprop(clone, state_bits=8, momentum=0.9, centered=True)
-    other.load_state_dict(copy.deepcopy(opt.state_dict()))
+    saved = copy.deepcopy(opt.state_dict())
+    other.load_state_dict(saved)
     for p, q in zip(params, clone):
         assert set(other.state[q]) == set(opt.state[p])
         for key, value in opt.state[p].items():
             assert torch.equal(other.state[q][key], value), key
+    # training on leaves the loaded 8-bit state's float32 tensors as they were
+    # (torch's loader shares the rest, and so do torch's optimizers)
+    _run(other, clone, 2, start=10)
+    want = opt.state_dict()["state"][0]
+    assert "square_avg_codes" in opt.state[params[0]]
+    for key in ("square_avg", "momentum_buffer", "grad_avg"):
+        assert torch.equal(saved["state"][0][key], want[key]), key
 
 
 def test_torch_rmsprop_loads_an_8bit_checkpoint_and_continues():
