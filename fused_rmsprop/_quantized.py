@@ -106,12 +106,28 @@ def _memory_order(x: torch.Tensor) -> torch.Tensor:
     return x.permute(order).view(-1)
 
 
+# NOTE: [conversion chunks] The two functions below convert a state tensor
+# CHUNK elements at a time (whole blocks, so the result is the same): the
+# integer arithmetic above takes about 40 bytes per element in temporaries,
+# which for a whole tensor would be ten times the 8-bit state it converts
+# (checkpoints: bench/checkpoint_memory.py).
+CHUNK = 1 << 18
+
+
+def _chunks(n):
+    return ((start, min(start + CHUNK, n)) for start in range(0, n, CHUNK))
+
+
 def quantize_state(x: torch.Tensor, key: str):
     """(codes laid out like ``x``, scales) of state ``key`` (float ``x``,
     dense), rounded to the nearer code as the kernels do."""
     codes = torch.empty_like(x, dtype=torch.uint8)
-    flat_codes, scales = quantize(_memory_order(x).float(), key in SIGNED_STATES)
-    _memory_order(codes).copy_(flat_codes)
+    flat, flat_codes = _memory_order(x), _memory_order(codes)
+    scales = torch.empty((x.numel() + BLOCK - 1) // BLOCK, dtype=torch.float32, device=x.device)
+    for start, end in _chunks(x.numel()):
+        chunk_codes, chunk_scales = quantize(flat[start:end].float(), key in SIGNED_STATES)
+        flat_codes[start:end].copy_(chunk_codes)
+        scales[start // BLOCK:start // BLOCK + chunk_scales.numel()].copy_(chunk_scales)
     return codes, scales
 
 
@@ -119,5 +135,8 @@ def dequantize_state(codes: torch.Tensor, scales: torch.Tensor, key: str,
                      dtype=torch.float32) -> torch.Tensor:
     """State ``key`` as ``dtype`` values laid out like ``codes``."""
     values = torch.empty_like(codes, dtype=dtype)
-    _memory_order(values).copy_(dequantize(_memory_order(codes), scales, key in SIGNED_STATES))
+    flat, flat_codes = _memory_order(values), _memory_order(codes)
+    for start, end in _chunks(codes.numel()):
+        blocks = scales[start // BLOCK:(end + BLOCK - 1) // BLOCK]
+        flat[start:end].copy_(dequantize(flat_codes[start:end], blocks, key in SIGNED_STATES))
     return values

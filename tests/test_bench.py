@@ -149,3 +149,20 @@ def test_the_isa_comparison_runs_every_copy_and_leaves_the_choice_automatic(caps
         assert len(ratios) == len(copies) - 1 and all(r > 0 for r in ratios)
     assert torch.ops.fused_rmsprop._cpu_isa() == copies[0]
     assert "| float16 | plain |" in capsys.readouterr().out
+
+
+def test_checkpoint_memory_phases_run_and_8bit_checkpoints_are_torchs_size(tmp_path):
+    # bench/checkpoint_memory.py's phases, in this process and tiny (its
+    # numbers are peak resident memory, for the benchmark to report, not to
+    # assert); the file: float32 state of the same size whatever the storage
+    import checkpoint_memory
+
+    sizes = {}
+    for kind in checkpoint_memory.OPTIMIZERS:
+        path = str(tmp_path / kind)
+        saved = checkpoint_memory._phase(kind, "save", 4 * 4096, path, "torch.save")
+        loaded = checkpoint_memory._phase(kind, "load", 4 * 4096, path, "torch.save")
+        assert {"state", "save", "file"} <= set(saved) and "load" in loaded
+        sizes[kind] = saved["file"]
+    assert sizes["fused-8bit"] >= 3 * 4 * 4 * 4096
+    assert abs(sizes["fused-8bit"] - sizes["torch"]) < 0.05 * sizes["torch"], sizes
