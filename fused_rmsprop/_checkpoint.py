@@ -128,9 +128,11 @@ class TorchFormatCheckpoints:
 def torch_state_dict(state_dict):
     """A copy of a FusedRMSprop state_dict that torch.optim.RMSprop loads.
 
-    8-bit state (``<key>_codes`` and ``<key>_scales``) becomes float32
-    ``<key>`` tensors (torch casts them to each parameter's dtype when it
-    loads them), and FusedRMSprop's own param-group options are left out.
+    FusedRMSprop's own param-group options are left out, and 8-bit state
+    saved as codes (``<key>_codes`` and ``<key>_scales``, before checkpoints
+    held float32 state) becomes float32 ``<key>`` tensors (torch casts them
+    to each parameter's dtype when it loads them; the state of a complex
+    parameter stays its real view, which only state_dict() can undo).
     A group whose options change the update rule (another framework's
     convention, clipping aside) raises ValueError: torch would continue it
     with a different rule."""

@@ -70,14 +70,15 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
     (default 4096) as 8-bit block-wise quantized codes: ``<key>_codes``
     (uint8, the parameter's shape) and ``<key>_scales`` (float32, one per
     block of 128 elements), about 1.03 bytes per element and state instead of
-    4. Smaller parameters keep full-precision state. Not for DTensor
-    parameters (FSDP2) yet.
+    4. Smaller parameters keep full-precision state. For DTensor parameters
+    (FSDP2) each rank quantizes its own shard.
 
     ``state_dict()`` has torch.optim.RMSprop's format (the switches above are
     left out where they have torch's values), so checkpoints, including
-    ``torch.distributed.checkpoint`` ones, move between the two classes. With
-    8-bit state it holds the codes and scales instead; ``torch_state_dict``
-    turns it into one torch.optim.RMSprop loads.
+    ``torch.distributed.checkpoint`` ones, move between the two classes and
+    between world sizes. 8-bit state is saved as float32 state (4 bytes per
+    element while the state_dict exists) and encoded again when loaded.
+    ``torch_state_dict`` leaves out this optimizer's own options.
     """
 
     # GradScaler sets `grad_scale` and `found_inf` on this optimizer and calls
