@@ -42,6 +42,7 @@ OPTIONS = {
     "switches": dict(KW, eps_in_sqrt=True, lr_in_momentum=True, decoupled_weight_decay=True,
                      initial_square_avg=1.0, maximize=True, lr=torch.tensor(0.01)),
     "amp": KW,  # GradScaler; rank 0 finds an inf at step 2 and every rank skips it
+    "compile": KW,  # torch.compile(opt.step)
 }
 SKIPPED_STEP = 2
 
@@ -74,14 +75,14 @@ def _sharded_model():
     return fully_shard(model)
 
 
-def _train(model, opt, batches, rank, world, scaler=None):
+def _train(model, opt, batches, rank, world, scaler=None, step=None):
     n = BATCH // world
     for i, (x, y) in enumerate(batches):
         opt.zero_grad()
         loss = _loss(model, x[rank * n:(rank + 1) * n], y[rank * n:(rank + 1) * n])
         if scaler is None:
             loss.backward()
-            opt.step()
+            (step or opt.step)()
             continue
         scaler.scale(loss).backward()
         if i == SKIPPED_STEP and rank == 0:  # one element of one rank's shard
@@ -139,7 +140,8 @@ def _task_train(rank, world, out_dir, arg):
     model = _sharded_model()
     opt = FusedRMSprop(model.parameters(), **OPTIONS[options])
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10) if options == "amp" else None
-    _train(model, opt, _batches(), rank, world, scaler)
+    step = torch.compile(opt.step) if options == "compile" else None
+    _train(model, opt, _batches(), rank, world, scaler, step)
     if kernel == "emulation":
         assert torch.ops.fused_rmsprop_emulation.last_launches() > 0
     # the state each rank keeps: 8-bit codes sharded like the param, its own scales
