@@ -65,10 +65,11 @@ def _local_batch(x, rank, world):
     return x[rank * n:(rank + 1) * n]
 
 
-def _sharded_model():
+def _sharded_model(model=None):
+    """`model` (default: _model()) with each Linear and the whole sharded by FSDP2."""
     from torch.distributed.fsdp import fully_shard
 
-    model = _model()
+    model = _model() if model is None else model
     for layer in model:
         if isinstance(layer, torch.nn.Linear):
             fully_shard(layer)

@@ -26,6 +26,7 @@ from fused_rmsprop import FusedRMSprop
 from fused_rmsprop._quantized import BLOCK
 from fused_rmsprop.testing.quantized import error_bound
 from test_distributed import _finish
+from test_distributed import _sharded_model as sharded
 
 pytestmark = pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(), reason="no gloo backend")
@@ -66,13 +67,7 @@ def _loss(model, x, y):
 
 
 def _sharded_model():
-    from torch.distributed.fsdp import fully_shard
-
-    model = _model()
-    for layer in model:
-        if isinstance(layer, torch.nn.Linear):
-            fully_shard(layer)
-    return fully_shard(model)
+    return sharded(_model())
 
 
 def _train(model, opt, batches, rank, world, scaler=None, step=None):
@@ -373,13 +368,9 @@ def _bf16_grads():
 
 
 def _task_rounding(rank, world, out_dir, _):
-    from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import distribute_tensor
 
-    model = _bf16_model()
-    for layer in model:
-        fully_shard(layer)
-    fully_shard(model)
+    model = sharded(_bf16_model())
     opt = FusedRMSprop(model.parameters(), **ROUNDING_KW, stochastic_rounding=True,
                        rounding_seed=SEED)
     for p, g in zip(model.parameters(), _bf16_grads()):
