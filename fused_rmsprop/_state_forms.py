@@ -112,7 +112,7 @@ class BlockwiseEightBit:
     the codes are a DTensor placed like the parameter, and the scales a plain
     tensor of this rank's blocks (how many depends on the shard, so it has no
     global shape). Nothing is gathered; a checkpoint holds float32 state
-    (NOTE: [torch's format] in _checkpoint.py), which any sharding loads."""
+    (NOTE: [8-bit checkpoints] in _checkpoint.py), which any sharding loads."""
 
     marker = "square_avg_codes"
 
@@ -182,7 +182,8 @@ class BlockwiseEightBit:
 
     def restore(self, p, group, state, saved):
         """After torch's loader, which would cast codes and scales: the saved
-        ones (a checkpoint saved as codes: NOTE: [torch's format])."""
+        ones (a checkpoint that holds codes, saved before NOTE: [8-bit
+        checkpoints])."""
         for key in STATE_KEYS:
             for entry in self.entries(key):
                 if entry in state and torch.is_tensor(saved.get(entry)):
