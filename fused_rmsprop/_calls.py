@@ -128,13 +128,14 @@ def build_calls(optimizer, careful, special):
             if large is not small and (large.marker in s if compiling
                                        else p.numel() >= threshold):
                 large_at.append(len(params))
-            rounding_id = group_first_id + i
             # type() first: isinstance(p, DTensor) costs 0.1 us per param
             if type(p) not in _PLAIN_TYPES and isinstance(p, DTensor):
                 built.dtensors.append(p)
                 if rounding:
-                    rounding_id = shard_rounding_id(rounding_id, p)
+                    ids.append(shard_rounding_id(group_first_id + i, p))
                 p, grad, s = local_shards(p, grad, s)
+            elif rounding:
+                ids.append(group_first_id + i)
             if care:
                 origins.append((index, i))
                 if not is_dense(p):
@@ -149,8 +150,6 @@ def build_calls(optimizer, careful, special):
             params.append(p)
             grads.append(grad)
             states.append(s)
-            if rounding:
-                ids.append(rounding_id)
         if not params:
             continue
         built.group_grads.append(grads)
