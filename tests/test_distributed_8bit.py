@@ -117,7 +117,7 @@ def _run(task, world, out_dir, arg=None):
 
 def _use_emulated_cuda_kernel():
     """The step's op calls go to the CUDA kernel under host emulation (its
-    small chunks and launches: a shard spans several of each)."""
+    small chunks: a shard spans several)."""
     import fused_rmsprop._C_emulation  # noqa: F401 - registers the op
     from fused_rmsprop import _calls
 
