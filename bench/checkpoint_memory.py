@@ -39,8 +39,9 @@ def _peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def _optimizer(kind, elements, via):
-    """(model, optimizer): 4 parameters, FSDP2 on one gloo rank for DCP."""
+def _optimizer(kind, elements, via, init_file):
+    """(model, optimizer): 4 parameters, FSDP2 on one gloo rank for DCP
+    (`init_file`: its rendezvous, a file that does not exist yet)."""
     from fused_rmsprop import FusedRMSprop
 
     model = torch.nn.ParameterList([torch.randn(elements // 4) for _ in range(4)])
@@ -48,8 +49,8 @@ def _optimizer(kind, elements, via):
         import torch.distributed as dist
         from torch.distributed.fsdp import fully_shard
 
-        dist.init_process_group("gloo", init_method=f"file://{tempfile.mkdtemp()}/init",
-                                rank=0, world_size=1)
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=0,
+                                world_size=1)
         fully_shard(model)
     for p in model.parameters():
         p.grad = torch.randn_like(p)
@@ -84,7 +85,7 @@ def _load(model, opt, path, via):
 
 
 def _phase(kind, phase, elements, path, via):
-    model, opt = _optimizer(kind, elements, via)
+    model, opt = _optimizer(kind, elements, via, f"{path}.{phase}.init")
     before = _peak()
     opt.step()
     out = {"state": _peak() - before}

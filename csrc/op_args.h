@@ -5,7 +5,8 @@
 // `params` as X(kind, destination, name, schema default). From them come the
 // schema string (op_schema(), below), the fields of TensorLists, and the
 // unpacking of a boxed call's arguments into TensorLists and RMSpropOptions
-// (unpack_args, below), which every device's entry and the emulation op use. A new argument is one line here (a field of
+// (unpack_args, below), which every device's entry and the emulation op
+// use. A new argument is one line here (a field of
 // RMSpropOptions too when it is a kernel option), then its use: a check in
 // op_checks.cpp and the kernels that read it. The Python side passes
 // arguments by name and its fake kernel takes them as **options.

@@ -80,20 +80,20 @@ class FullPrecision:
                 f"shape {tuple(p.shape)}, dtype {wanted}, device {p.device} "
                 "(was a state_dict from another model loaded?)")
 
-    @staticmethod
-    def restore(p, group, state, saved):
+    def restore(self, p, group, state, saved):
         """After torch's loader: float32 state put back where torch cast it
         to a half-precision parameter's dtype and float32 is wanted (by
-        state_dtype, or to be quantized exactly to 8-bit codes), and state
-        saved in the parameter's dtype widened to float32 where that is wanted."""
-        wanted, quantized = state_dtype(p, group), form_for(p, group) is not FULL
+        state_dtype, or by the form p's group wants, which converts it
+        exactly), and state saved in the parameter's dtype widened to float32
+        where that is wanted."""
+        wanted, converted = state_dtype(p, group), form_for(p, group) is not self
         for key in STATE_KEYS:
             value = saved.get(key)
-            if (quantized or wanted != p.dtype) and torch.is_tensor(value) \
+            if (converted or wanted != p.dtype) and torch.is_tensor(value) \
                     and value.dtype == torch.float32:
                 # (the kernel would update a kept tensor in place, and the
-                # caller's state dict must not change; encoding only reads it)
-                state[key] = value.to(p.device, copy=not quantized)
+                # caller's state dict must not change; conversion only reads it)
+                state[key] = value.to(p.device, copy=not converted)
             elif key in state and state[key].dtype != wanted:
                 state[key] = state[key].to(wanted)
 
