@@ -102,10 +102,21 @@ class Built:
         return [g for grads in self.group_grads for g in grads]
 
 
-def build_calls(optimizer, careful, special):
+def selected(group, index, select):
+    """(index in the group, param) of the params of param group `index` that
+    `select` names ({group index: [index in the group, ...]}; None: all)."""
+    if select is None:
+        return enumerate(group["params"])
+    params = group["params"]
+    return [(i, params[i]) for i in select.get(index, ())]
+
+
+def build_calls(optimizer, careful, special, select=None):
     """The step's calls. `careful`: the indices of the param groups to gather
     with care (NOTE: [grouping]): the fast tier passes `special`, the slow
-    tier every group; those found to need care are added to `special`."""
+    tier every group; those found to need care are added to `special`.
+    `select`: only these params (see `selected`; gradient release updates a
+    bucket of them)."""
     built = Built()
     state = optimizer.state
     amp = amp_tensors(optimizer)
@@ -117,7 +128,7 @@ def build_calls(optimizer, careful, special):
         small, large, threshold = group_forms(group)
         params, grads, states, ids, origins, large_at = [], [], [], [], [], []
         views, copied = [], False
-        for i, p in enumerate(group["params"]):
+        for i, p in selected(group, index, select):
             grad = p.grad
             if grad is None:
                 continue

@@ -93,6 +93,11 @@ class GradClipping:
         torch does.
         """
         check_norm_options(max_norm, norm_type)
+        if self._release is not None:
+            raise RuntimeError(
+                "FusedRMSprop.clip_grad_norm_ with gradient release: the total norm needs "
+                "every gradient before the first update, and release_gradients() updates "
+                "each parameter during backward (its gradient is gone by now)")
         if self._in_zero:
             raise RuntimeError("FusedRMSprop.clip_grad_norm_ inside ZeroRedundancyOptimizer "
                                "cannot see the global gradient norm")

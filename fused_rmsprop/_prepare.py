@@ -17,21 +17,22 @@ import re
 
 import torch
 
-from ._calls import build_calls
+from ._calls import build_calls, selected
 from ._ops import rmsprop_check
 from ._state import DTensor, Where, is_dense, new_step
 from ._state_forms import EIGHT_BIT, check_state, complete, form_for
 
 
-def prepare_calls(optimizer):
-    """The step's calls, after validating and completing every state."""
+def prepare_calls(optimizer, select=None):
+    """The step's calls, after validating and completing every state (of the
+    params `select` names, default all: see _calls.selected)."""
     states = optimizer.state
     snapshots = []  # (param, its state's entries before, or None when it had none)
     try:
         for group_index, group in enumerate(optimizer.param_groups):
             if group["differentiable"]:
                 raise ValueError("FusedRMSprop does not support differentiable=True")
-            for i, p in enumerate(group["params"]):
+            for i, p in selected(group, group_index, select):
                 if p.grad is None:
                     continue
                 where = Where(i, p, group_index)
@@ -44,7 +45,7 @@ def prepare_calls(optimizer):
                     state["step"] = new_step(p)
                 complete(p, group, state)
         everything = range(len(optimizer.param_groups))
-        built = build_calls(optimizer, everything, optimizer._special_groups)
+        built = build_calls(optimizer, everything, optimizer._special_groups, select)
         if built.refusal is not None:
             raise RuntimeError(f"FusedRMSprop: internal error: {built.refusal} after setup")
         for call in built.calls:

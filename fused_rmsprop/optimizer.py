@@ -9,6 +9,7 @@ from torch.optim.optimizer import Optimizer
 from ._calls import build_calls
 from ._checkpoint import TorchFormatCheckpoints
 from ._clipping import GradClipping
+from ._release import GradientRelease
 from ._op_args import grad_factor_for
 from ._ops import rmsprop_check
 from ._options import checked_defaults
@@ -16,7 +17,7 @@ from ._prepare import prepare_calls
 from ._quantized import MIN_8BIT_SIZE
 
 
-class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
+class FusedRMSprop(GradClipping, GradientRelease, TorchFormatCheckpoints, Optimizer):
     """RMSprop whose step is one fused kernel call per device and dtype.
 
     Takes the arguments of ``torch.optim.RMSprop`` with the same defaults and
@@ -73,6 +74,11 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
     4. Smaller parameters keep full-precision state. For DTensor parameters
     (FSDP2) each rank quantizes its own shard.
 
+    ``release_gradients()`` turns on gradient release: each parameter is
+    updated during ``backward()`` as soon as its gradient is final (after
+    DDP's allreduce or FSDP2's reduce-scatter), in fused buckets, and its
+    gradient is freed; see its docstring.
+
     ``state_dict()`` has torch.optim.RMSprop's format (the switches above are
     left out where they have torch's values), so checkpoints, including
     ``torch.distributed.checkpoint`` ones, move between the two classes and
@@ -117,6 +123,7 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
             decoupled_weight_decay, state_dtype, stochastic_rounding, rounding_seed, state_bits,
             min_8bit_size)
         self._init_clipping(max_grad_norm, norm_type)
+        self._release = None  # NOTE: [gradient release]
         super().__init__(params, defaults)
         self._init_tiers()
 
@@ -142,23 +149,32 @@ class FusedRMSprop(GradClipping, TorchFormatCheckpoints, Optimizer):
                 and returns the loss.
         """
         self._accelerator_graph_capture_health_check()
+        if self._release is not None:
+            # NOTE: [gradient release]: the updates ran during backward; this
+            # ends the step (and updates any gradient still held)
+            self._release.end_step(closure, self)
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._update()
+        return loss
+
+    def _update(self, select=None):
+        """Updates the params that have a grad (of those `select` names:
+        _calls.selected; gradient release passes a bucket)."""
         # NOTE: [fast tier] (_calls.py) and NOTE: [slow tier] (_prepare.py)
-        built = build_calls(self, self._special_groups, self._special_groups)
+        built = build_calls(self, self._special_groups, self._special_groups, select)
         # NOTE: [fused clipping]: the coefficient the kernels multiply every
         # gradient by, computed on the device before any update.
         factor = grad_factor_for(self._clip_coefficient(built))
         if built.refusal is None and _run_unless_refused(built.calls, factor):
-            return loss
+            return
         self._tiers["slow"] += 1
-        built = prepare_calls(self)
+        built = prepare_calls(self, select)
         for call in built.calls:
             _set_factor(call, factor)
             call.run()
-        return loss
 
 
 def _set_factor(call, factor):
