@@ -201,6 +201,52 @@ def _build_clipped(kind, params, options, device):
     return scaled_step, compile_s
 
 
+def backward_and_step(params, release):
+    """(step function, the seconds its updates took in each call): a backward
+    that writes every parameter's gradient (d/dp of sum(p * 1), a tensor of
+    ones written as a real backward writes it), then step(); with `release`,
+    FusedRMSprop's gradient release updates inside that backward. The updates
+    (step()'s one, or the buckets') are timed on their own too."""
+    opt = FusedRMSprop(params)
+    if release:
+        opt.release_gradients()
+    update, update_s, spent = opt._update, [], [0.0]
+
+    def timed_update(select=None):
+        start = time.perf_counter()
+        update(select)
+        spent[0] += time.perf_counter() - start
+
+    opt._update = timed_update
+
+    def step():
+        spent[0] = 0.0
+        for p in params:
+            p.grad = None
+        torch.stack([(p * 1.0).sum() for p in params]).sum().backward()
+        opt.step()
+        update_s.append(spent[0])
+
+    return step, update_s
+
+
+def interleaved(steps, repeats, device, warmup=2):
+    """{name: [seconds per repeat]} of each step function, run in turn in
+    each repeat (as time_case does)."""
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def time_case(params, options, kinds, repeats, device, probe_numel):
     """Step times (s) of each optimizer kind, and of the bandwidth probe,
     measured interleaved: each repeat runs one step of every kind in turn, so

@@ -59,6 +59,8 @@ def parse_args(argv):
                    help="elements of the stochastic-rounding cases (0: none)")
     p.add_argument("--state-bits-size", type=float, default=6.4e7,
                    help="elements of the 8-bit state cases (0: none)")
+    p.add_argument("--release-model", default="gpt2-small", choices=list(cases.MODELS) + ["none"],
+                   help="parameter list of the gradient-release case (none: skip it)")
     p.add_argument("--quick", action="store_true",
                    help="sizes up to 1e6, the 200x50K and 200x16 lists only, no compile baseline")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
@@ -70,6 +72,7 @@ def parse_args(argv):
         args.clipping_size = 0
         args.rounding_size = 0
         args.state_bits_size = 0
+        args.release_model = "none"
     return args
 
 
@@ -284,6 +287,43 @@ def run_state_bits(device, args):
     return result
 
 
+def run_release(device, args):
+    """Gradient release (NOTE: [gradient release]) against step() after
+    backward, float32 params of the args.release_model list, default options:
+    the same backward (one multiply per parameter, so it writes every
+    gradient) then step(), or with release_gradients() (default buckets) the
+    updates inside that backward; each its own copy of the parameters (the
+    hooks live on them), timed interleaved."""
+    name = args.release_model
+    if name == "none":
+        return None
+    shapes = cases.MODELS[name]()
+    n = cases.numel(shapes)
+    print(f"  gradient release, {name} float32 ...", end="", flush=True)
+    started = time.perf_counter()
+    steps, updates = {}, {}
+    for kind in ("step", "release"):
+        params = harness.make_params(shapes, torch.float32, device)
+        steps[kind], updates[kind] = harness.backward_and_step(params, release=(kind == "release"))
+    del params
+    times = harness.interleaved(steps, repeats_for(n), device)
+    del steps
+    print(f" {time.perf_counter() - started:.1f}s", flush=True)
+    warm = {k: v[-len(times[k]):] for k, v in updates.items()}  # the timed repeats
+    result = dict(model=name, numel=n, tensors=len(shapes),
+                  ms={k: 1e3 * statistics.median(v) for k, v in times.items()},
+                  update_ms={k: 1e3 * statistics.median(v) for k, v in warm.items()},
+                  overhead_pct=100 * (harness.paired(times["release"], times["step"]) - 1),
+                  update_overhead_pct=100 * (harness.paired(warm["release"], warm["step"]) - 1))
+    ms, up = result["ms"], result["update_ms"]
+    print(f"gradient release, {name} ({len(shapes)} float32 tensors, {n / 1e6:.1f}M): "
+          f"backward with the updates inside {ms['release']:.1f} ms against backward + step() "
+          f"{ms['step']:.1f} ms: {result['overhead_pct']:+.1f} %; the updates alone: "
+          f"{up['release']:.1f} ms in buckets against {up['step']:.1f} ms in step(): "
+          f"{result['update_overhead_pct']:+.1f} %")
+    return result
+
+
 def main(argv=None):
     args = parse_args(argv)
     devices = [args.device] if args.device else ["cpu"] + [
@@ -301,8 +341,10 @@ def main(argv=None):
         clipping = run_clipping(device, args)
         rounding = run_rounding(device, args)
         state_bits = run_state_bits(device, args)
+        release = run_release(device, args)
         results["devices"][device] = dict(roofline_gbps=probe, rows=rows, clipping=clipping,
-                                          rounding=rounding, state_bits=state_bits)
+                                          rounding=rounding, state_bits=state_bits,
+                                          release=release)
         print()
         report.print_table(rows, probe, harness.probe_for(device)[0])
         tag = device.replace(":", "")

@@ -66,7 +66,8 @@ def test_a_tiny_benchmark_run_writes_its_table_json_and_plot(tmp_path, capsys):
     assert run.main(["--device", "cpu", "--sizes", "1000", "20000", "--models",
                      "--dtypes", "float32", "bfloat16", "--compile", "none",
                      "--clipping-size", "20000", "--rounding-size", "30000",
-                     "--state-bits-size", "40000", "--out", str(tmp_path)]) == 0
+                     "--state-bits-size", "40000", "--release-model", "200x16",
+                     "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "vs foreach" in out and "results written to" in out
     results = json.loads((tmp_path / "results.json").read_text())
@@ -91,6 +92,11 @@ def test_a_tiny_benchmark_run_writes_its_table_json_and_plot(tmp_path, capsys):
         assert r["state_bytes_per_element"] == pytest.approx(1 + 4 / 128, rel=1e-3)
         assert r["speedup_vs_compile"] > 0 and r["roofline_pct"] > 0
         assert f"8-bit state, {config}, 4e+04 float32" in out
+    release = results["devices"]["cpu"]["release"]
+    assert release["model"] == "200x16" and release["tensors"] == 200
+    for key in ("ms", "update_ms"):
+        assert set(release[key]) == {"step", "release"} and min(release[key].values()) > 0
+    assert "gradient release, 200x16 (200 float32 tensors" in out
     for row in rows:
         assert row["fused_s"] > 0 and row["gbps"] > 0 and row["roofline_pct"] > 0
         assert row["for-loop_speedup"] > 0 and row["foreach_speedup"] > 0
