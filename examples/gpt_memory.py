@@ -25,7 +25,8 @@ fresh process (so its memory is its own) and prints:
 The runs: torch.optim.RMSprop (float32); FusedRMSprop (float32), and with
 gradient release; bfloat16 parameters with stochastic rounding and 8-bit state
 (FusedRMSprop(stochastic_rounding=True, state_bits=8)), and with gradient
-release (1 MiB buckets). A plot of the loss curves goes to DIR/gpt_memory_loss.png.
+release (1 MiB buckets). A plot of the loss curves goes to DIR/gpt_memory_loss.png,
+the numbers to DIR/gpt_memory.json.
 """
 
 from __future__ import annotations
@@ -172,7 +173,6 @@ def main(argv=None):
     args = p.parse_args(argv)
     config = QUICK if args.quick else CONFIG
     steps = args.steps or (60 if args.quick else 300)
-    torch.set_num_threads(min(4, os.cpu_count() or 1))
     if args.run:
         print(json.dumps(train(args.run, config, steps)))
         return 0
@@ -187,6 +187,9 @@ def main(argv=None):
         r["loss"], r["loss_ratio"] = loss, loss / reference
         print(f"{run:30s} {r['held']:13.2f} {r['peak'] / 1e6:13.1f} {loss:7.4f} "
               f"{100 * (loss / reference - 1):+7.2f}%")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "gpt_memory.json"), "w") as f:
+        json.dump(dict(config=config, steps=steps, runs=results), f)
     from _plotting import pyplot, save
 
     plt = pyplot()

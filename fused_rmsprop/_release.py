@@ -28,6 +28,7 @@ the total norm (max_grad_norm, clip_grad_norm_), a closure, and GradScaler
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 
 import torch
@@ -135,6 +136,8 @@ class _Releaser:
         self.in_backward = False  # an end-of-backward callback is queued
         self.released = False     # a backward released since the last step()
         self.holding = 0          # inside no_release()
+        # autograd runs the hooks of CUDA params on its device threads
+        self.lock = threading.RLock()
         self.watch(optimizer)
         if ddp is not None:
             ddp.register_comm_hook(ddp.process_group, self._on_ddp_bucket)
@@ -178,11 +181,12 @@ class _Releaser:
         """A param's gradient is final (post-accumulate-grad hook)."""
         if self.holding or self.optimizer() is None:
             return
-        self._begin()
-        self.pending.append(p)
-        self.pending_bytes += local(p.grad).nbytes
-        if self.pending_bytes >= self.bucket_bytes:
-            self.flush()
+        with self.lock:
+            self._begin()
+            self.pending.append(p)
+            self.pending_bytes += local(p.grad).nbytes
+            if self.pending_bytes >= self.bucket_bytes:
+                self.flush()
 
     def _on_ddp_bucket(self, process_group, bucket):
         """DDP's comm hook: allreduce (DDP's default: the mean), then update
@@ -191,35 +195,44 @@ class _Releaser:
 
         reduced = allreduce_hook(process_group, bucket)
         reduced.wait()
-        self._begin()
-        for p, grad in zip(bucket.parameters(), bucket.gradients()):
-            p.grad = grad  # a view of the reduced bucket
-            self.pending.append(p)
-        self.flush()
+        with self.lock:
+            self._begin()
+            for p, grad in zip(bucket.parameters(), bucket.gradients()):
+                p.grad = grad  # a view of the reduced bucket
+                self.pending.append(p)
+            self.flush()
         done = torch.futures.Future()
         done.set_result(bucket.buffer())
         return done
 
     def _end_of_backward(self):
-        self.in_backward = False
-        self.flush()
-        if self.ddp is not None:  # what DDP's reducer put back into .grad
-            for p in self.where:
-                p.grad = None
+        with self.lock:
+            self.in_backward = False
+            self.flush()
+            if self.ddp is not None:  # what DDP's reducer put back into .grad
+                for p in self.where:
+                    p.grad = None
 
     def flush(self):
         """Updates the pending params and frees their gradients."""
-        params, self.pending, self.pending_bytes = self.pending, [], 0
-        optimizer = self.optimizer()
-        if not params or optimizer is None:
-            return
-        select = {}
-        for p in params:
-            group_index, i = self.where[p]
-            select.setdefault(group_index, []).append(i)
-        optimizer._update(select)
-        for p in params:
-            p.grad = None
+        with self.lock:
+            params, self.pending, self.pending_bytes = self.pending, [], 0
+            optimizer = self.optimizer()
+            if not params or optimizer is None:
+                return
+            select = {}
+            for p in params:
+                group_index, i = self.where[p]
+                select.setdefault(group_index, []).append(i)
+            optimizer._update(select)
+            for p in params:
+                grad = local(p.grad)
+                if grad.is_cuda:
+                    # the update was queued on this stream, which may not be
+                    # the one the gradient was made on (FSDP2's reduce-scatter
+                    # stream): its memory is not reused before the update ran
+                    grad.record_stream(torch.cuda.current_stream(grad.device))
+                p.grad = None
 
     # -- step() ----------------------------------------------------------------
 
@@ -238,8 +251,9 @@ class _Releaser:
                 "backward. The last backward pass has already updated them with scaled "
                 "gradients. Use bfloat16 autocast (no loss scaling), or a fixed loss scale "
                 "divided out of lr, or turn gradient release off.")
-        self.flush()
-        self.released = False
+        with self.lock:
+            self.flush()
+            self.released = False
 
 
 def _check_ddp_params(ddp, where):

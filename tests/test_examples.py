@@ -1,5 +1,6 @@
 """The examples run from a fresh checkout and print what docs/examples.md says."""
 
+import json
 import os
 import re
 import subprocess
@@ -95,3 +96,25 @@ def test_state_bits_example_trains_like_full_precision_and_the_naive_code_fails(
     assert gaps[("stress", "8-bit")] < 20.0, out
     assert gaps[("stress", "per-tensor int8")] > 500.0, out
     assert (tmp_path / "state_bits_loss.png").exists()
+
+
+def test_gpt_memory_example_holds_3_bytes_per_parameter_and_trains_like_float32(tmp_path):
+    out = _run(["examples/gpt_memory.py", "--quick", "--out", str(tmp_path)], tmp_path,
+               timeout=900)
+    rows = {run.strip(): (float(held), float(gap)) for run, held, gap in re.findall(
+        r"^(.{30}) +([0-9.]+) +[0-9.]+ +[0-9.]+ +([-+0-9.]+)%$", out, re.M)}
+    assert len(rows) == 5, out
+    # held between steps: 4 B param + 4 B grad + 4 B square_avg in float32;
+    # release frees the grads; bf16 params (2 B) and 8-bit state (1.03 B for
+    # tensors of 4096+ elements, bf16 state for the rest)
+    assert rows["torch.optim.RMSprop"][0] == 12.0 and rows["FusedRMSprop"][0] == 12.0
+    assert rows["FusedRMSprop + release"][0] == 8.0
+    assert 5.0 < rows["bf16 + SR + 8-bit"][0] < 5.5
+    assert 3.0 < rows["bf16 + SR + 8-bit + release"][0] <= 3.5
+    # the final loss (mean of the last 20 steps) within 2 % of the float32 run;
+    # release changes nothing: its loss curve is the run's without it, bit for bit
+    assert all(abs(gap) < 2.0 for _, gap in rows.values()), out
+    runs = json.loads((tmp_path / "gpt_memory.json").read_text())["runs"]
+    for run in ("FusedRMSprop", "bf16 + SR + 8-bit"):
+        assert runs[run + " + release"]["curve"] == runs[run]["curve"]
+    assert (tmp_path / "gpt_memory_loss.png").exists()
