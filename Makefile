@@ -119,6 +119,7 @@ examples: build
 	PYTHONPATH=$(CURDIR) $(PY) examples/clipping_amp.py
 	PYTHONPATH=$(CURDIR) $(PY) examples/bf16_rounding.py
 	PYTHONPATH=$(CURDIR) $(PY) examples/state_bits.py
+	PYTHONPATH=$(CURDIR) $(PY) examples/gpt_memory.py
 	PYTHONPATH=$(CURDIR) $(TORCHRUN) --nproc_per_node 2 examples/train_ddp.py
 	PYTHONPATH=$(CURDIR) $(TORCHRUN) --nproc_per_node 2 examples/train_fsdp2.py
 
