@@ -94,6 +94,12 @@ class GradientRelease:
         if ddp is not None and not isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
             raise TypeError("FusedRMSprop.release_gradients(ddp): expected the "
                             f"DistributedDataParallel module or None, got {type(ddp).__name__}")
+        if ddp is not None and ddp.find_unused_parameters:
+            raise ValueError(
+                "FusedRMSprop.release_gradients(ddp) with DDP(find_unused_parameters=True): "
+                "a parameter that no rank used keeps .grad None (step() skips it), but its "
+                "bucket holds zeros, which gradient release would apply as a gradient. Use "
+                "find_unused_parameters=False, or no release")
         self._release = _Releaser(self, ddp, bucket_bytes)
 
     def add_param_group(self, param_group):
@@ -226,8 +232,8 @@ class _Releaser:
                 select.setdefault(group_index, []).append(i)
             optimizer._update(select)
             for p in params:
-                grad = local(p.grad)
-                if grad.is_cuda:
+                grad = local(p.grad)  # None after zero_grad() following a failed backward
+                if grad is not None and grad.is_cuda:
                     # the update was queued on this stream, which may not be
                     # the one the gradient was made on (FSDP2's reduce-scatter
                     # stream): its memory is not reused before the update ran
@@ -253,7 +259,8 @@ class _Releaser:
                 "divided out of lr, or turn gradient release off.")
         with self.lock:
             self.flush()
-            self.released = False
+            # (in_backward too: a backward that raised never ran its callback)
+            self.released = self.in_backward = False
 
 
 def _check_ddp_params(ddp, where):

@@ -100,13 +100,19 @@ def _task_8bit(rank, world, kernel):
 
 def _task_refused(rank, world, _):
     """Plain parameters on 2 ranks without the DDP module: refused (their
-    gradients in backward are each rank's own)."""
-    opt = FusedRMSprop(plain._model().parameters(), **plain.KW)
-    try:
-        opt.release_gradients()
-    except ValueError as error:
-        return {"message": str(error)}
-    return {"message": "no error"}
+    gradients in backward are each rank's own); DDP with
+    find_unused_parameters: refused."""
+    messages = {}
+    model = plain._model()
+    for name, ddp in (("plain", None), ("unused", torch.nn.parallel.DistributedDataParallel(
+            model, find_unused_parameters=True))):
+        opt = FusedRMSprop(model.parameters(), **plain.KW)
+        try:
+            opt.release_gradients(ddp)
+            messages[name] = "no error"
+        except ValueError as error:
+            messages[name] = str(error)
+    return messages
 
 
 TASKS = {"plain": _task_plain, "8bit": _task_8bit, "refused": _task_refused}
@@ -152,5 +158,6 @@ def test_gradient_release_under_fsdp2_with_8bit_state_equals_one_process(kernel)
 
 
 def test_gradient_release_of_plain_parameters_on_two_ranks_needs_the_ddp_module():
-    message = _run("refused", 2)["message"]
-    assert "2 ranks" in message and "release_gradients(ddp_model)" in message
+    messages = _run("refused", 2)
+    assert "2 ranks" in messages["plain"] and "release_gradients(ddp_model)" in messages["plain"]
+    assert "find_unused_parameters=True" in messages["unused"]

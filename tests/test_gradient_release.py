@@ -197,6 +197,30 @@ def test_a_second_backward_without_step_raises_before_it_writes():
     assert float(opt.state[next(model.parameters())]["step"]) == 2
 
 
+def test_a_backward_that_raised_leaves_release_working():
+    model = _model()
+    opt = FusedRMSprop(model.parameters(), **KW)
+    opt.release_gradients()  # one bucket: updated at the end of backward
+    (x, y), = _batches(1)
+    first = next(model.parameters())
+
+    def fail(_):
+        raise RuntimeError("a hook of the user's")
+
+    handle = first.register_post_accumulate_grad_hook(fail)
+    before = _snapshot(model, opt)
+    with pytest.raises(RuntimeError, match="a hook of the user's"):
+        _loss(model, x, y).backward()
+    handle.remove()
+    _assert_unchanged(model, opt, before)  # the bucket never reached its end
+    opt.zero_grad()
+    opt.step()  # nothing held: no update
+    _assert_unchanged(model, opt, before)
+    _loss(model, x, y).backward()  # the next step releases as usual
+    assert all(p.grad is None for p in model.parameters())
+    assert float(opt.state[first]["step"]) == 1
+
+
 def test_what_needs_every_gradient_is_refused_with_gradient_release():
     model = _model()
     clipping = FusedRMSprop(model.parameters(), max_grad_norm=1.0)
