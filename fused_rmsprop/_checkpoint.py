@@ -72,6 +72,8 @@ class TorchFormatCheckpoints:
         for key, value in (("max_grad_norm", None), ("norm_type", 2.0), ("_in_zero", False)):
             self.__dict__.setdefault(key, value)
         self.__dict__.setdefault("_clipping", {"pending": None, "last": None})
+        # hooks are not pickled with the params: a copy does not release gradients
+        self.__dict__.setdefault("_release", None)
         # pickled before stochastic rounding existed
         self.defaults.setdefault("stochastic_rounding", False)
         self.defaults.setdefault("rounding_seed", rounding_seed_from(None))

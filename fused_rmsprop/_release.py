@@ -73,9 +73,8 @@ class GradientRelease:
 
         Refused with an error, because they need every gradient before the
         first update: ``max_grad_norm`` and ``clip_grad_norm_``, ``step(closure)``
-        and GradScaler (fp16 loss scaling: use bfloat16 autocast, or a fixed
-        loss scale folded into ``lr``). Gradient release stays on for the
-        optimizer's lifetime.
+        and GradScaler (float16 loss scaling: use bfloat16 autocast, which needs
+        none). Gradient release stays on for the optimizer's lifetime.
         """
         if self._release is not None:
             raise RuntimeError("FusedRMSprop.release_gradients: gradient release is already on")
@@ -105,7 +104,12 @@ class GradientRelease:
     def add_param_group(self, param_group):
         super().add_param_group(param_group)
         if getattr(self, "_release", None) is not None:
-            self._release.watch(self)
+            try:
+                self._release.watch(self)
+            except BaseException:
+                self.param_groups.pop()  # refused: the optimizer stays as it was
+                self._release.watch(self)
+                raise
 
     @contextlib.contextmanager
     def no_release(self):
@@ -255,8 +259,8 @@ class _Releaser:
                 "GradScaler cannot be used with FusedRMSprop's gradient release: its decision "
                 "to skip a step needs every gradient, and the parameters are updated during "
                 "backward. The last backward pass has already updated them with scaled "
-                "gradients. Use bfloat16 autocast (no loss scaling), or a fixed loss scale "
-                "divided out of lr, or turn gradient release off.")
+                "gradients. Use bfloat16 autocast (it needs no loss scaling), or an "
+                "optimizer without gradient release.")
         with self.lock:
             self.flush()
             # (in_backward too: a backward that raised never ran its callback)

@@ -112,6 +112,16 @@ def _task_refused(rank, world, _):
             messages[name] = "no error"
         except ValueError as error:
             messages[name] = str(error)
+    # a param group DDP does not reduce, added later: refused, nothing added
+    ddp = torch.nn.parallel.DistributedDataParallel(plain._model())
+    opt = FusedRMSprop(ddp.parameters(), **plain.KW)
+    opt.release_gradients(ddp)
+    try:
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(3))]})
+        messages["added"] = "no error"
+    except ValueError as error:
+        messages["added"] = str(error)
+    assert len(opt.param_groups) == 1
     return messages
 
 
@@ -161,3 +171,4 @@ def test_gradient_release_of_plain_parameters_on_two_ranks_needs_the_ddp_module(
     messages = _run("refused", 2)
     assert "2 ranks" in messages["plain"] and "release_gradients(ddp_model)" in messages["plain"]
     assert "find_unused_parameters=True" in messages["unused"]
+    assert "1 parameters of the optimizer are not managed by this DDP" in messages["added"]

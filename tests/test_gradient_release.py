@@ -320,3 +320,18 @@ def test_a_tied_weight_is_updated_once_with_its_summed_gradient():
         runs.append((emb.weight.detach(), w.detach()))
     for a, b in zip(*runs):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_pickled_copy_and_a_deep_copy_of_the_model_do_not_release():
+    import pickle
+
+    model = _model()
+    opt = FusedRMSprop(model.parameters(), **KW)
+    opt.release_gradients()
+    (x, y), = _batches(1)
+    copied = copy.deepcopy(model)  # e.g. an EMA copy: its params carry no hooks
+    _loss(copied, x, y).backward()
+    assert all(p.grad is not None for p in copied.parameters())
+    restored = pickle.loads(pickle.dumps(opt))
+    assert restored._release is None
+    restored.step()  # a plain optimizer over its own copies of the params
