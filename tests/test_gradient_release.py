@@ -335,3 +335,32 @@ def test_a_pickled_copy_and_a_deep_copy_of_the_model_do_not_release():
     restored = pickle.loads(pickle.dumps(opt))
     assert restored._release is None
     restored.step()  # a plain optimizer over its own copies of the params
+
+
+def test_mixed_dtypes_complex_and_strided_view_params_in_one_group():
+    # one group whose calls split by dtype, a complex param (pairs of reals)
+    # and a strided view (updated through a dense stand-in)
+    def params():
+        gen = torch.Generator().manual_seed(3)
+        base = torch.randn(6, 8, dtype=torch.float64, generator=gen)
+        return [torch.nn.Parameter(base[:, ::2]),
+                torch.nn.Parameter(torch.randn(5, dtype=torch.complex128, generator=gen)),
+                torch.nn.Parameter(torch.randn(7, generator=gen)),
+                torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64, generator=gen))]
+
+    runs = []
+    for release in (False, True):
+        ps = params()
+        opt = FusedRMSprop(ps, **KW)
+        if release:
+            opt.release_gradients(bucket_bytes=100)
+        for step in range(3):
+            loss = sum((p.abs() if p.is_complex() else p).pow(2).sum().double() * (k + step + 1)
+                       for k, p in enumerate(ps))
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        runs.append(ps)
+    assert not runs[1][0].is_contiguous()
+    for p, q in zip(*runs):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
