@@ -136,8 +136,9 @@ class FusedRMSprop(GradClipping, GradientRelease, TorchFormatCheckpoints, Optimi
 
     @property
     def slow_steps(self) -> int:
-        """How many steps took the slow tier (first steps, new parameters or
-        options, loaded checkpoints, ...); a steady loop adds none."""
+        """How many steps (with gradient release: bucket updates) took the
+        slow tier (first steps, new parameters or options, loaded
+        checkpoints, ...); a steady loop adds none."""
         return self._tiers["slow"]
 
     @torch.no_grad()

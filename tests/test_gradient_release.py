@@ -141,8 +141,10 @@ def test_updates_are_fused_in_buckets_bounded_by_bucket_bytes(bucket_bytes, monk
     opt = FusedRMSprop(model.parameters(), **KW)
     opt.release_gradients(bucket_bytes=bucket_bytes)
     _train(model, opt, _batches(1), True)  # the first step creates the state
+    slow = opt.slow_steps
     calls = _count_calls(monkeypatch)
     _train(model, opt, _batches(1), True)
+    assert opt.slow_steps == slow  # steady buckets take the fast tier
     sizes = [p.nbytes for p in model.parameters()]
     assert sum(calls) == sum(sizes)  # every gradient, once
     if bucket_bytes == 0:
