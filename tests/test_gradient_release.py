@@ -46,7 +46,7 @@ def _loss(model, x, y):
         if x.dtype == torch.bfloat16 else torch.nn.functional.mse_loss(model(x), y)
 
 
-def _groups(model, kw):
+def _groups(model):
     """Two param groups (the last layer with its own lr and momentum)."""
     params = list(model.parameters())
     return [{"params": params[:4]}, {"params": params[4:], "lr": 0.02, "momentum": 0.5}]
@@ -71,7 +71,7 @@ def _pair(options, dtype=torch.float64, bucket_bytes=None, groups=True, **extra)
         kw = {k: v.clone() if isinstance(v, torch.Tensor) else v
               for k, v in dict(OPTIONS[options], **extra).items()}
         model = _model(dtype)
-        opt = FusedRMSprop(_groups(model, kw) if groups else model.parameters(), **kw)
+        opt = FusedRMSprop(_groups(model) if groups else model.parameters(), **kw)
         if release:
             opt.release_gradients(**({} if bucket_bytes is None else
                                      {"bucket_bytes": bucket_bytes}))
