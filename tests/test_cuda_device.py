@@ -345,3 +345,32 @@ def test_float64_params_read_a_cuda_tensor_lr_in_float64():
     # The check can fail: an lr rounded to float32 is far outside it.
     lr32 = torch.tensor(lr, dtype=torch.float32).item()
     assert (torch_step(lr32) - q).abs().max().item() > 1000 * atol
+
+
+@cuda
+@pytest.mark.parametrize("bucket_bytes", [0, 4096, 2**25])
+def test_gradient_release_on_cuda_gives_the_bits_of_step_after_backward(bucket_bytes):
+    # the updates run inside backward, on autograd's device thread and the
+    # stream current there (NOTE: [gradient release]); freed grads are
+    # recorded on it
+    runs = []
+    for release in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Tanh(),
+                                    torch.nn.Linear(64, 8)).cuda()
+        opt = FusedRMSprop(model.parameters(), momentum=0.9, centered=True, state_bits=8,
+                           min_8bit_size=256)
+        if release:
+            opt.release_gradients(bucket_bytes=bucket_bytes)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(4):
+            x = torch.randn(16, 32, generator=gen).cuda()
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            if release:
+                assert all(p.grad is None for p in model.parameters())
+            opt.step()
+        torch.cuda.synchronize()
+        runs.append([p.detach().cpu() for p in model.parameters()])
+    for p, q in zip(*runs):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
