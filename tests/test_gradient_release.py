@@ -366,3 +366,17 @@ def test_mixed_dtypes_complex_and_strided_view_params_in_one_group():
     assert not runs[1][0].is_contiguous()
     for p, q in zip(*runs):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_a_compiled_model_releases_like_a_compiled_model_without_release():
+    # torch.compile(model): the backward is one compiled node, and the
+    # parameters' post-accumulate-grad hooks still run after it
+    runs = []
+    for release in (False, True):
+        model = _model()
+        opt = FusedRMSprop(model.parameters(), **KW)
+        if release:
+            opt.release_gradients(bucket_bytes=2048)
+        _train(torch.compile(model), opt, _batches(), release)
+        runs.append(model)
+    _assert_same(*runs)
