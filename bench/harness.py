@@ -231,8 +231,9 @@ def backward_and_step(params, release):
 
 
 def interleaved(steps, repeats, device, warmup=2):
-    """{name: [seconds per repeat]} of each step function, run in turn in
-    each repeat (as time_case does)."""
+    """{name: [seconds per repeat]} of each step function, after `warmup`
+    calls each, run in turn in each repeat (on a GPU timed with CUDA events
+    after an L2 flush)."""
     for fn in steps.values():
         for _ in range(warmup):
             fn()
@@ -240,6 +241,9 @@ def interleaved(steps, repeats, device, warmup=2):
     times = {name: [] for name in steps}
     for _ in range(repeats):
         for name, fn in steps.items():
+            if is_cuda(device):
+                times[name].append(_cuda_time(fn, device))
+                continue
             start = time.perf_counter()
             fn()
             _sync(device)
@@ -264,20 +268,7 @@ def time_case(params, options, kinds, repeats, device, probe_numel):
     for kind in kinds:
         steps[kind], built_s = _build(kind, params, options, device)
         compile_s = built_s if built_s is not None else compile_s
-    for fn in steps.values():
-        fn()
-        fn()
-    _sync(device)
-    times = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, fn in steps.items():
-            if is_cuda(device):
-                times[name].append(_cuda_time(fn, device))
-                continue
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
+    times = interleaved(steps, repeats, device)
     del steps
     gc.collect()
     if "compile" in kinds:
