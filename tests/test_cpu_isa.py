@@ -117,3 +117,88 @@ def test_the_switch_reports_forces_and_refuses():
         with pytest.raises(RuntimeError, match=f"cannot run '{isa}'"):
             _isa(isa)
     assert _isa("auto") == best
+
+
+def _quantized_inputs(dtype, momentum, centered, seed, nonfinite):
+    """8-bit state (NOTE: [8-bit state codes]) over whole and partial blocks,
+    with the values that reach the codes' edges: all-zero blocks (scale 0),
+    magnitudes far below a block's largest (code 0), both signs, and with
+    `nonfinite` inf and NaN gradients (inf and NaN states and scales)."""
+    from fused_rmsprop._quantized import BLOCK, quantize_state
+
+    gen = torch.Generator().manual_seed(seed)
+
+    def wide(n, lo=-40.0, hi=20.0):
+        mag = torch.pow(2.0, torch.empty(n, dtype=torch.float64).uniform_(lo, hi, generator=gen))
+        sign = torch.randint(0, 2, (n,), generator=gen).to(torch.float64) * 2 - 1
+        return mag * sign * (torch.rand(n, generator=gen) > 0.05)
+
+    sizes = [1, 17, BLOCK - 1, BLOCK, BLOCK + 1, 5 * BLOCK + 33, 16 * BLOCK]
+    params, grads, codes, scales = [], [], {k: [] for k in _STATES}, {k: [] for k in _STATES}
+    for n in sizes:
+        g = wide(n)
+        if n >= 5 * BLOCK:
+            g[4 * BLOCK:5 * BLOCK] = 0.0  # a block whose new state is 0 where the old one was
+            if nonfinite:
+                g[BLOCK + 3], g[2 * BLOCK + 5], g[3 * BLOCK + 7] = (float("nan"), float("inf"),
+                                                                   -float("inf"))
+        params.append(wide(n).to(dtype))
+        grads.append(g.to(dtype))
+        for key, on in (("square_avg", True), ("momentum_buffer", momentum),
+                        ("grad_avg", centered)):
+            if on:
+                x = wide(n).abs() if key == "square_avg" else wide(n)
+                if n >= 5 * BLOCK:
+                    x[4 * BLOCK:5 * BLOCK] = 0.0
+                c, s = quantize_state(x.float(), key)
+                codes[key].append(c)
+                scales[key].append(s)
+    lists = [params, grads, codes["square_avg"], codes["momentum_buffer"], codes["grad_avg"],
+             [torch.zeros(()) for _ in sizes]]
+    kw = {f"{key}_scales": scales[key] for key in _STATES if scales[key]}
+    return lists, kw
+
+
+_STATES = ("square_avg", "momentum_buffer", "grad_avg")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16],
+                         ids=lambda d: str(d).split(".")[-1])
+@pytest.mark.parametrize("momentum,centered", list(itertools.product([False, True], repeat=2)))
+@pytest.mark.parametrize("options", OPTIONS, ids=["plain", "wd_max", "tf", "decoupled"])
+@pytest.mark.parametrize("nonfinite", [False, True], ids=["finite", "nonfinite"])
+def test_every_isa_copy_gives_the_same_bits_with_8bit_state(dtype, momentum, centered, options,
+                                                            nonfinite):
+    # The AVX-512 and AVX2 copies encode whole blocks in vector registers
+    # (csrc/cpu/code_vectors.h), the baseline copy element by element.
+    # Non-finite gradients run one step: in later steps a block with an
+    # infinite scale decodes its code 0 as 0 x inf = -NaN, which meets the
+    # +NaN of another state in one operation, and x86 keeps the NaN of the
+    # operand the compiler put first, which differs between copies (the sign
+    # of a NaN in params and signed codes; every copy stores a NaN there).
+    isas = _runnable()
+    if len(isas) < 2:
+        pytest.skip(f"this CPU runs only the {isas[0]} copy of the loop")
+    hyper = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.0, momentum=0.9 if momentum else 0.0,
+                 maximize=False)
+    hyper.update(options)
+    lists, kw = _quantized_inputs(dtype, momentum, centered, len(str(options)), nonfinite)
+    results = {}
+    for isa in isas:
+        assert _isa(isa) == isa
+        run = [[t.clone() for t in lst] for lst in lists]
+        run_kw = {k: [t.clone() for t in v] for k, v in kw.items()}
+        for _ in range(1 if nonfinite else 3):
+            rmsprop_(*run, **hyper, **run_kw)
+        results[isa] = [*run, *run_kw.values()]
+    first, want = isas[-1], results[isas[-1]]
+    for isa in isas[:-1]:
+        for which, (got_list, want_list) in enumerate(zip(results[isa], want)):
+            for i, (got, ref) in enumerate(zip(got_list, want_list)):
+                if got.dtype.is_floating_point:
+                    got, ref = _bits(got), _bits(ref)
+                assert torch.equal(got, ref), (
+                    f"{isa} and {first} differ: list {which}, tensor {i} ({got.numel()} elements)")
+    # the steps did run: codes of the last tensor changed; non-finite scales where expected
+    assert not torch.equal(want[2][-1], lists[2][-1])
+    assert all(torch.isfinite(s).all() for s in want[6]) != nonfinite

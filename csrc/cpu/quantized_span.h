@@ -1,14 +1,25 @@
 // The CPU kernel's loop for 8-bit state (NOTE: [8-bit state codes]): block by
 // block, decode the state, run the update rule, store the parameter, and
-// encode the new state with the block's new scale. The new state of a block
-// waits in a 128-element buffer on the stack (L1) between the update and the
-// encoding, so memory is still read and written once.
+// encode the new state with the block's new scale. A block's state waits in
+// 128-element float buffers on the stack (L1) between the decoding, the
+// update and the encoding, so memory is still read and written once.
+//
+// NOTE: [8-bit block passes] The decoding is a pass of its own rather than
+// part of the update loop: with uint8 codes in that loop GCC vectorizes it 64
+// elements at a time (the codes' width), runs out of vector registers and
+// spills (per 64 elements 29 stack moves and 15 broadcasts of constants
+// beyond the buffers' stores). Measured in cache on a 2-core Xeon
+// (bench/isa.py --in-cache, AVX-512 / AVX2 copy, ns per element): momentum +
+// centered + wd 1.30 -> 1.24 / 1.82 -> 1.62; plain 0.54 -> 0.56 / 0.66 ->
+// 0.72, where one unsigned decode hid under the update's divider.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 
+#include "code_vectors.h"
 #include "convert.h"
+#include "isa.h"
 #include "span.h"
 #include "../opmath.h"
 #include "../quantized_state.h"
@@ -17,72 +28,105 @@
 
 namespace fused_rmsprop::cpu {
 
-// Encodes x[0, m) with scale max |x| (given as bits) into codes, and stores the scale.
-template <bool kSigned>
+// Encodes x[0, m) with scale max |x| (given as bits) into codes, and stores the
+// scale. Whole blocks in the AVX-512 and AVX2 copies: NOTE: [code packing].
+template <bool kSigned, Isa kIsa>
 C10_ALWAYS_INLINE void encode_block(uint8_t* __restrict codes, float* scale,
                                     const float* __restrict x, uint32_t max, int64_t m) {
   const float s = bits_float(max);
   const float inverse = inverse_scale(s);
   *scale = s;
+#ifdef FUSED_RMSPROP_CODE_VECTORS
+  if (m == kQuantBlock) {
+    if constexpr (kIsa == Isa::kX86_64_V4) {
+      return encode_full_block_avx512<kSigned>(codes, x, inverse);
+    } else if constexpr (kIsa == Isa::kX86_64_V3) {
+      return encode_full_block_avx2<kSigned>(codes, x, inverse);
+    }
+  }
+#endif
   for (int64_t i = 0; i < m; ++i) {
     codes[i] = encode_code<kSigned>(x[i] * inverse);
   }
 }
 
-// One block (m <= kQuantBlock elements) of a parameter with 8-bit state.
-template <typename T, bool kMomentum, bool kCentered, bool kStochastic>
+// Decodes codes[0, m) times `scale` into x. Whole blocks in vector registers
+// in the AVX-512 and AVX2 copies (code_vectors.h).
+template <bool kSigned, Isa kIsa>
+C10_ALWAYS_INLINE void decode_block(float* __restrict x, const uint8_t* __restrict codes,
+                                    float scale, int64_t m) {
+#ifdef FUSED_RMSPROP_CODE_VECTORS
+  if (m == kQuantBlock) {
+    if constexpr (kIsa == Isa::kX86_64_V4) {
+      return decode_full_block_avx512<kSigned>(x, codes, scale);
+    } else if constexpr (kIsa == Isa::kX86_64_V3) {
+      return decode_full_block_avx2<kSigned>(x, codes, scale);
+    }
+  }
+#endif
+  for (int64_t i = 0; i < m; ++i) {
+    x[i] = decode_code<kSigned>(codes[i]) * scale;
+  }
+}
+
+// One block (m <= kQuantBlock elements) of a parameter with 8-bit state: its
+// state decoded into float buffers on the stack (L1), updated there, and
+// encoded back with the block's new scales.
+template <typename T, bool kMomentum, bool kCentered, bool kStochastic, Isa kIsa>
 C10_ALWAYS_INLINE void update_quantized_block(
     T* __restrict param, const T* __restrict grad, uint8_t* __restrict v_codes,
     uint8_t* __restrict b_codes, uint8_t* __restrict a_codes, const SpanScales& scales,
     int64_t m, const RMSpropConstants<opmath_t<T>>& c, const SpanRounding& r) {
   using M = opmath_t<T>;
-  alignas(64) float v_new[kQuantBlock];
-  alignas(64) float b_new[kQuantBlock];
-  alignas(64) float a_new[kQuantBlock];
-  const float v_scale = *scales.square_avg;
-  const float b_scale = kMomentum ? *scales.momentum_buffer : 0.0f;
-  const float a_scale = kCentered ? *scales.grad_avg : 0.0f;
+  alignas(64) float v_buf[kQuantBlock];
+  alignas(64) float b_buf[kQuantBlock];
+  alignas(64) float a_buf[kQuantBlock];
+  decode_block<false, kIsa>(v_buf, v_codes, *scales.square_avg, m);
+  if constexpr (kMomentum) decode_block<true, kIsa>(b_buf, b_codes, *scales.momentum_buffer, m);
+  if constexpr (kCentered) decode_block<true, kIsa>(a_buf, a_codes, *scales.grad_avg, m);
   uint32_t v_max = 0, b_max = 0, a_max = 0;
   uint32_t index = r.first;
   for (int64_t i = 0; i < m; ++i, ++index) {
     M p = load_as<M>(param[i]);
-    M v = static_cast<M>(decode_code<false>(v_codes[i]) * v_scale);
+    M v = static_cast<M>(v_buf[i]);
     M b = M(0);
     M gbar = M(0);
-    if constexpr (kMomentum) b = static_cast<M>(decode_code<true>(b_codes[i]) * b_scale);
-    if constexpr (kCentered) gbar = static_cast<M>(decode_code<true>(a_codes[i]) * a_scale);
+    if constexpr (kMomentum) b = static_cast<M>(b_buf[i]);
+    if constexpr (kCentered) gbar = static_cast<M>(a_buf[i]);
     rmsprop_update<kMomentum, kCentered>(p, load_as<M>(grad[i]), v, b, gbar, c);
     if constexpr (kStochastic) {
       param[i] = store_stochastic<T>(p, element_bits<false>(r.keys, index).param());
     } else {
       param[i] = store_as<T>(p);
     }
-    v_new[i] = static_cast<float>(v);
-    v_max = max_bits(v_max, abs_bits(v_new[i]));
+    v_buf[i] = static_cast<float>(v);
+    v_max = max_bits(v_max, abs_bits(v_buf[i]));
     if constexpr (kMomentum) {
-      b_new[i] = static_cast<float>(b);
-      b_max = max_bits(b_max, abs_bits(b_new[i]));
+      b_buf[i] = static_cast<float>(b);
+      b_max = max_bits(b_max, abs_bits(b_buf[i]));
     }
     if constexpr (kCentered) {
-      a_new[i] = static_cast<float>(gbar);
-      a_max = max_bits(a_max, abs_bits(a_new[i]));
+      a_buf[i] = static_cast<float>(gbar);
+      a_max = max_bits(a_max, abs_bits(a_buf[i]));
     }
   }
-  encode_block<false>(v_codes, scales.square_avg, v_new, v_max, m);
-  if constexpr (kMomentum) encode_block<true>(b_codes, scales.momentum_buffer, b_new, b_max, m);
-  if constexpr (kCentered) encode_block<true>(a_codes, scales.grad_avg, a_new, a_max, m);
+  encode_block<false, kIsa>(v_codes, scales.square_avg, v_buf, v_max, m);
+  if constexpr (kMomentum) {
+    encode_block<true, kIsa>(b_codes, scales.momentum_buffer, b_buf, b_max, m);
+  }
+  if constexpr (kCentered) encode_block<true, kIsa>(a_codes, scales.grad_avg, a_buf, a_max, m);
 }
 
 // Elements [0, n) of one parameter with 8-bit state; the span starts at a
-// block boundary.
-template <typename T, bool kMomentum, bool kCentered, bool kStochastic>
+// block boundary. kIsa: the copy of the loop this is inlined into.
+template <typename T, bool kMomentum, bool kCentered, bool kStochastic, Isa kIsa>
 C10_ALWAYS_INLINE void update_quantized_span(
     T* __restrict param, const T* __restrict grad, uint8_t* __restrict v_codes,
     uint8_t* __restrict b_codes, uint8_t* __restrict a_codes, int64_t n,
     const RMSpropConstants<opmath_t<T>>& c, const SpanRounding& r,
     const SpanScales& scales) {
   for (int64_t i = 0, block = 0; i < n; i += kQuantBlock, ++block) {
-    update_quantized_block<T, kMomentum, kCentered, kStochastic>(
+    update_quantized_block<T, kMomentum, kCentered, kStochastic, kIsa>(
         param + i, grad + i, v_codes + i, kMomentum ? b_codes + i : nullptr,
         kCentered ? a_codes + i : nullptr, scales.at_block(block),
         std::min(kQuantBlock, n - i), c, r.at(i));

@@ -91,11 +91,12 @@ C10_ALWAYS_INLINE void prefetch(const X* x, int64_t i, int64_t n) {
 
 // A piece of a span (with 8-bit state, whole blocks but for the span's
 // last one; quantized_span.h), by the element loop of its state's form.
-template <bool kMomentum, bool kCentered, bool kStochastic, typename T, typename S>
+// kIsa: the copy of the loop this is inlined into.
+template <bool kMomentum, bool kCentered, bool kStochastic, cpu::Isa kIsa, typename T, typename S>
 C10_ALWAYS_INLINE void update_piece(const Span<T, S>& s,
                                     const RMSpropConstants<opmath_t<T>>& c) {
   if constexpr (Cuts<T, S>::kQuantized) {
-    cpu::update_quantized_span<T, kMomentum, kCentered, kStochastic>(
+    cpu::update_quantized_span<T, kMomentum, kCentered, kStochastic, kIsa>(
         s.param, s.grad, s.square_avg, s.momentum_buffer, s.grad_avg, s.n, c, s.rounding,
         s.scales);
   } else {
@@ -114,8 +115,8 @@ C10_ALWAYS_INLINE void update_piece(const Span<T, S>& s,
 // (Our guess at the cause, not measured: the hardware prefetcher alone keeps
 // fewer lines of so many streams in flight.)
 // kPrefetch is false for blocks that are already in L1 (the float16 path).
-template <bool kMomentum, bool kCentered, bool kStochastic, bool kPrefetch, typename T,
-          typename S>
+template <bool kMomentum, bool kCentered, bool kStochastic, bool kPrefetch, cpu::Isa kIsa,
+          typename T, typename S>
 C10_ALWAYS_INLINE void update_span_body(const Span<T, S> s,
                                         const RMSpropConstants<opmath_t<T>> c) {
   constexpr int64_t kBlock = Cuts<T, S>::kPiece;
@@ -130,23 +131,24 @@ C10_ALWAYS_INLINE void update_span_body(const Span<T, S> s,
       if constexpr (kMomentum) prefetch<1>(s.momentum_buffer, i + kAhead, kBlock);
       if constexpr (kCentered) prefetch<1>(s.grad_avg, i + kAhead, kBlock);
     }
-    update_piece<kMomentum, kCentered, kStochastic>(s.at(i, kBlock), c);
+    update_piece<kMomentum, kCentered, kStochastic, kIsa>(s.at(i, kBlock), c);
   }
-  update_piece<kMomentum, kCentered, kStochastic>(s.at(i, n - i), c);
+  update_piece<kMomentum, kCentered, kStochastic, kIsa>(s.at(i, n - i), c);
 }
 
 // The copies of the loop per ISA; each inlines update_span_body and
-// everything it calls, compiled for its target.
-#define FUSED_RMSPROP_SPAN_COPY(NAME, ATTRIBUTES)                                          \
+// everything it calls, compiled for its target (and told it, for the
+// intrinsics of code_vectors.h).
+#define FUSED_RMSPROP_SPAN_COPY(NAME, ISA, ATTRIBUTES)                                     \
   template <bool kMomentum, bool kCentered, bool kStochastic, bool kPrefetch, typename T,  \
             typename S>                                                                    \
   ATTRIBUTES void NAME(const Span<T, S> s, const RMSpropConstants<opmath_t<T>> c) { \
-    update_span_body<kMomentum, kCentered, kStochastic, kPrefetch>(s, c);                  \
+    update_span_body<kMomentum, kCentered, kStochastic, kPrefetch, ISA>(s, c);             \
   }
-FUSED_RMSPROP_SPAN_COPY(update_span_baseline, __attribute__((noinline)))
+FUSED_RMSPROP_SPAN_COPY(update_span_baseline, cpu::Isa::kBaseline, __attribute__((noinline)))
 #ifdef FUSED_RMSPROP_X86_ISAS
-FUSED_RMSPROP_SPAN_COPY(update_span_v3, FUSED_RMSPROP_TARGET_V3)
-FUSED_RMSPROP_SPAN_COPY(update_span_v4, FUSED_RMSPROP_TARGET_V4)
+FUSED_RMSPROP_SPAN_COPY(update_span_v3, cpu::Isa::kX86_64_V3, FUSED_RMSPROP_TARGET_V3)
+FUSED_RMSPROP_SPAN_COPY(update_span_v4, cpu::Isa::kX86_64_V4, FUSED_RMSPROP_TARGET_V4)
 #endif
 #undef FUSED_RMSPROP_SPAN_COPY
 

@@ -1,0 +1,159 @@
+// 8-bit state codes (NOTE: [8-bit state codes]) in vector registers: the
+// encoding of a whole block of kQuantBlock floats, written with intrinsics
+// for the AVX-512 and AVX2 copies of the CPU loop (NOTE: [run-time ISA
+// choice]). They store the bytes encode_code stores, for every float.
+//
+// NOTE: [code packing] encode_code clamps each magnitude to [0, top] and then
+// narrows it to a byte: per element a max, a min and a truncation, which GCC
+// turns into compares, blends and masks (10 operations per 8 elements with
+// AVX2). Here the clamps come from saturating packs instead: the unclamped
+// magnitude (|y| bits - base + 2^19) >> 20 lies in [-889, 1288] for every
+// float, so packing four vectors of int32 to int16 (exact) and the int16 to
+// bytes with unsigned saturation clamps it to [0, 255] in two instructions
+// per 4 vectors. The signed codes take a min with 127 on the int16 first,
+// and their sign bit from the packed sign masks. The packs work per 128-bit
+// lane, so a final permutation of 32-bit groups puts the bytes back in
+// memory order.
+//
+// The functions carry their ISA as a target attribute, so they are inlined
+// only into the copy of the loop compiled for it (rmsprop_cpu.cpp); nothing
+// else may call them.
+#pragma once
+
+#include <cstdint>
+
+#include "../quantized_state.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define FUSED_RMSPROP_CODE_VECTORS 1
+#define FUSED_RMSPROP_AVX512 __attribute__((target("arch=x86-64-v4")))
+#define FUSED_RMSPROP_AVX2 __attribute__((target("arch=x86-64-v3")))
+#endif
+
+namespace fused_rmsprop::cpu {
+
+#ifdef FUSED_RMSPROP_CODE_VECTORS
+
+// Encodes x[0, kQuantBlock) times `inverse` into codes (AVX-512, 64 per round).
+template <bool kSigned>
+FUSED_RMSPROP_AVX512 inline void encode_full_block_avx512(uint8_t* __restrict codes,
+                                                          const float* __restrict x,
+                                                          float inverse) {
+  const __m512 inv = _mm512_set1_ps(inverse);
+  const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
+  const __m512i offset =
+      _mm512_set1_epi32((kSigned ? kSignedBase : kUnsignedBase) - kRoundToNearest);
+  // after the packs, 32-bit group 4 * lane + vector holds 4 codes of that vector
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  for (int64_t i = 0; i < kQuantBlock; i += 64) {
+    __m512i bits[4], magnitude[4];
+    for (int k = 0; k < 4; ++k) {
+      bits[k] = _mm512_castps_si512(_mm512_mul_ps(_mm512_loadu_ps(x + i + 16 * k), inv));
+      magnitude[k] = _mm512_srai_epi32(
+          _mm512_sub_epi32(_mm512_and_si512(bits[k], abs_mask), offset), kCodeShift);
+    }
+    __m512i low = _mm512_packs_epi32(magnitude[0], magnitude[1]);
+    __m512i high = _mm512_packs_epi32(magnitude[2], magnitude[3]);
+    if constexpr (kSigned) {
+      low = _mm512_min_epi16(low, _mm512_set1_epi16(127));
+      high = _mm512_min_epi16(high, _mm512_set1_epi16(127));
+    }
+    __m512i packed = _mm512_packus_epi16(low, high);
+    if constexpr (kSigned) {
+      const __m512i sign = _mm512_packs_epi16(
+          _mm512_packs_epi32(_mm512_srai_epi32(bits[0], 31), _mm512_srai_epi32(bits[1], 31)),
+          _mm512_packs_epi32(_mm512_srai_epi32(bits[2], 31), _mm512_srai_epi32(bits[3], 31)));
+      // packed | (sign & 0x80)
+      packed = _mm512_ternarylogic_epi32(packed, sign, _mm512_set1_epi8(-128), 0xF8);
+    }
+    _mm512_storeu_si512(codes + i, _mm512_permutexvar_epi32(order, packed));
+  }
+}
+
+// The same with AVX2, 32 per round.
+template <bool kSigned>
+FUSED_RMSPROP_AVX2 inline void encode_full_block_avx2(uint8_t* __restrict codes,
+                                                      const float* __restrict x,
+                                                      float inverse) {
+  const __m256 inv = _mm256_set1_ps(inverse);
+  const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
+  const __m256i offset =
+      _mm256_set1_epi32((kSigned ? kSignedBase : kUnsignedBase) - kRoundToNearest);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t i = 0; i < kQuantBlock; i += 32) {
+    __m256i bits[4], magnitude[4];
+    for (int k = 0; k < 4; ++k) {
+      bits[k] = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * k), inv));
+      magnitude[k] = _mm256_srai_epi32(
+          _mm256_sub_epi32(_mm256_and_si256(bits[k], abs_mask), offset), kCodeShift);
+    }
+    __m256i low = _mm256_packs_epi32(magnitude[0], magnitude[1]);
+    __m256i high = _mm256_packs_epi32(magnitude[2], magnitude[3]);
+    if constexpr (kSigned) {
+      low = _mm256_min_epi16(low, _mm256_set1_epi16(127));
+      high = _mm256_min_epi16(high, _mm256_set1_epi16(127));
+    }
+    __m256i packed = _mm256_packus_epi16(low, high);
+    if constexpr (kSigned) {
+      const __m256i sign = _mm256_packs_epi16(
+          _mm256_packs_epi32(_mm256_srai_epi32(bits[0], 31), _mm256_srai_epi32(bits[1], 31)),
+          _mm256_packs_epi32(_mm256_srai_epi32(bits[2], 31), _mm256_srai_epi32(bits[3], 31)));
+      packed = _mm256_or_si256(packed, _mm256_and_si256(sign, _mm256_set1_epi8(-128)));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + i),
+                        _mm256_permutevar8x32_epi32(packed, order));
+  }
+}
+
+// Decodes a whole block of codes times `scale` into x (AVX-512, 16 per round).
+template <bool kSigned>
+FUSED_RMSPROP_AVX512 inline void decode_full_block_avx512(float* __restrict x,
+                                                          const uint8_t* __restrict codes,
+                                                          float scale) {
+  const __m512 s = _mm512_set1_ps(scale);
+  const __m512i base = _mm512_set1_epi32(kSigned ? kSignedBase : kUnsignedBase);
+  const __m512i magnitude_bits = _mm512_set1_epi32(0x7F << kCodeShift);
+  for (int64_t i = 0; i < kQuantBlock; i += 16) {
+    const __m512i c =
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i)));
+    // the magnitude field in place (c << 20 holds a sign bit above it)
+    __m512i magnitude = _mm512_slli_epi32(c, kCodeShift);
+    if constexpr (kSigned) magnitude = _mm512_and_si512(magnitude, magnitude_bits);
+    const __mmask16 nonzero = _mm512_test_epi32_mask(magnitude, magnitude);
+    __m512i bits = _mm512_maskz_add_epi32(nonzero, magnitude, base);
+    if constexpr (kSigned) {
+      // bits | (c << 24 & the sign bit)
+      bits = _mm512_ternarylogic_epi32(bits, _mm512_slli_epi32(c, 24),
+                                       _mm512_set1_epi32(INT32_MIN), 0xF8);
+    }
+    _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_castsi512_ps(bits), s));
+  }
+}
+
+// The same with AVX2, 8 per round.
+template <bool kSigned>
+FUSED_RMSPROP_AVX2 inline void decode_full_block_avx2(float* __restrict x,
+                                                      const uint8_t* __restrict codes,
+                                                      float scale) {
+  const __m256 s = _mm256_set1_ps(scale);
+  const __m256i base = _mm256_set1_epi32(kSigned ? kSignedBase : kUnsignedBase);
+  const __m256i magnitude_bits = _mm256_set1_epi32(0x7F << kCodeShift);
+  for (int64_t i = 0; i < kQuantBlock; i += 8) {
+    const __m256i c =
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
+    __m256i magnitude = _mm256_slli_epi32(c, kCodeShift);
+    if constexpr (kSigned) magnitude = _mm256_and_si256(magnitude, magnitude_bits);
+    // base + magnitude, or 0 where the magnitude is 0 (psignd: times the sign of magnitude)
+    __m256i bits = _mm256_sign_epi32(_mm256_add_epi32(magnitude, base), magnitude);
+    if constexpr (kSigned) {
+      bits = _mm256_or_si256(
+          bits, _mm256_and_si256(_mm256_slli_epi32(c, 24), _mm256_set1_epi32(INT32_MIN)));
+    }
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_castsi256_ps(bits), s));
+  }
+}
+
+#endif  // FUSED_RMSPROP_CODE_VECTORS
+
+}  // namespace fused_rmsprop::cpu
