@@ -106,6 +106,16 @@ FUSED_RMSPROP_AVX2 inline void encode_full_block_avx2(uint8_t* __restrict codes,
   }
 }
 
+// NOTE: [code unpacking] A code's float bits are base + (magnitude << 20),
+// or 0 for magnitude 0, with the sign bit of a signed code on top. A signed
+// code sign-extended to 32 bits and shifted left by 20 has its sign bit at
+// bit 31 (and at 27..30, masked off) and its magnitude at bits 20..26, so one
+// shift and one mask put both in place, and the base is added only where the
+// magnitude is not 0: no separate sign shift and OR (6 operations per 16
+// codes with AVX-512, 7 per 8 with AVX2, instead of 8 and 9).
+constexpr int32_t kSignAndMagnitude = INT32_MIN | (0x7F << kCodeShift);
+constexpr int32_t kMagnitude = 0x7F << kCodeShift;
+
 // Decodes a whole block of codes times `scale` into x (AVX-512, 16 per round).
 template <bool kSigned>
 FUSED_RMSPROP_AVX512 inline void decode_full_block_avx512(float* __restrict x,
@@ -113,42 +123,43 @@ FUSED_RMSPROP_AVX512 inline void decode_full_block_avx512(float* __restrict x,
                                                           float scale) {
   const __m512 s = _mm512_set1_ps(scale);
   const __m512i base = _mm512_set1_epi32(kSigned ? kSignedBase : kUnsignedBase);
-  const __m512i magnitude_bits = _mm512_set1_epi32(0x7F << kCodeShift);
   for (int64_t i = 0; i < kQuantBlock; i += 16) {
-    const __m512i c =
-        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i)));
-    // the magnitude field in place (c << 20 holds a sign bit above it)
-    __m512i magnitude = _mm512_slli_epi32(c, kCodeShift);
-    if constexpr (kSigned) magnitude = _mm512_and_si512(magnitude, magnitude_bits);
-    const __mmask16 nonzero = _mm512_test_epi32_mask(magnitude, magnitude);
-    __m512i bits = _mm512_maskz_add_epi32(nonzero, magnitude, base);
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i));
+    __m512i bits;
     if constexpr (kSigned) {
-      // bits | (c << 24 & the sign bit)
-      bits = _mm512_ternarylogic_epi32(bits, _mm512_slli_epi32(c, 24),
-                                       _mm512_set1_epi32(INT32_MIN), 0xF8);
+      const __m512i field = _mm512_and_si512(
+          _mm512_slli_epi32(_mm512_cvtepi8_epi32(raw), kCodeShift),
+          _mm512_set1_epi32(kSignAndMagnitude));
+      const __mmask16 nonzero = _mm512_test_epi32_mask(field, _mm512_set1_epi32(kMagnitude));
+      bits = _mm512_mask_add_epi32(field, nonzero, field, base);
+    } else {
+      const __m512i field = _mm512_slli_epi32(_mm512_cvtepu8_epi32(raw), kCodeShift);
+      bits = _mm512_maskz_add_epi32(_mm512_test_epi32_mask(field, field), field, base);
     }
     _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_castsi512_ps(bits), s));
   }
 }
 
-// The same with AVX2, 8 per round.
+// The same with AVX2, 8 per round. psignd(a, b) is a where b > 0 and 0
+// where b is 0, the select of the base.
 template <bool kSigned>
 FUSED_RMSPROP_AVX2 inline void decode_full_block_avx2(float* __restrict x,
                                                       const uint8_t* __restrict codes,
                                                       float scale) {
   const __m256 s = _mm256_set1_ps(scale);
   const __m256i base = _mm256_set1_epi32(kSigned ? kSignedBase : kUnsignedBase);
-  const __m256i magnitude_bits = _mm256_set1_epi32(0x7F << kCodeShift);
   for (int64_t i = 0; i < kQuantBlock; i += 8) {
-    const __m256i c =
-        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
-    __m256i magnitude = _mm256_slli_epi32(c, kCodeShift);
-    if constexpr (kSigned) magnitude = _mm256_and_si256(magnitude, magnitude_bits);
-    // base + magnitude, or 0 where the magnitude is 0 (psignd: times the sign of magnitude)
-    __m256i bits = _mm256_sign_epi32(_mm256_add_epi32(magnitude, base), magnitude);
+    const __m128i raw = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i));
+    __m256i bits;
     if constexpr (kSigned) {
-      bits = _mm256_or_si256(
-          bits, _mm256_and_si256(_mm256_slli_epi32(c, 24), _mm256_set1_epi32(INT32_MIN)));
+      const __m256i field = _mm256_and_si256(
+          _mm256_slli_epi32(_mm256_cvtepi8_epi32(raw), kCodeShift),
+          _mm256_set1_epi32(kSignAndMagnitude));
+      const __m256i magnitude = _mm256_and_si256(field, _mm256_set1_epi32(kMagnitude));
+      bits = _mm256_add_epi32(field, _mm256_sign_epi32(base, magnitude));
+    } else {
+      const __m256i field = _mm256_slli_epi32(_mm256_cvtepu8_epi32(raw), kCodeShift);
+      bits = _mm256_sign_epi32(_mm256_add_epi32(field, base), field);
     }
     _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_castsi256_ps(bits), s));
   }
