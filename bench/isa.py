@@ -65,18 +65,18 @@ def compare(size, dtype, config, repeats):
 # The in-cache cases: (name, param dtype, FusedRMSprop options beyond the config's).
 IN_CACHE_FORMS = [
     ("float32", torch.float32, {}),
-    ("8-bit", torch.float32, {"state_bits": 8}),
+    ("8-bit", torch.float32, {"state_bits": 8, "min_8bit_size": 0}),  # both sizes 8-bit
     ("bf16 nearest", torch.bfloat16, {}),
     ("bf16 SR", torch.bfloat16, {"stochastic_rounding": True, "rounding_seed": 0}),
 ]
 IN_CACHE_SIZES = (2**8, 2**15)
 
 
-def _op_calls(n, dtype, options):
-    """A function running FusedRMSprop's op calls for one tensor of n
-    elements, with state, alternating between two gradients (a constant
-    gradient makes the centered variance decay towards 0 over the thousands
-    of steps timed here; real gradients vary)."""
+def op_calls(n, dtype, options):
+    """FusedRMSprop's op calls for one tensor of n elements, with state: two,
+    one with each of two gradients, to run alternately (a constant gradient
+    makes the centered variance decay towards 0 over the thousands of steps
+    timed here; real gradients vary)."""
     from fused_rmsprop._prepare import prepare_calls
 
     params = harness.make_params([(n,)], dtype, "cpu")
@@ -84,9 +84,11 @@ def _op_calls(n, dtype, options):
     opt.step()
     first = prepare_calls(opt).calls
     params[0].grad = torch.randn(n, generator=torch.Generator().manual_seed(1)).to(dtype)
-    second = prepare_calls(opt).calls
-    calls = [c.run for c in first + second]
-    return lambda: [run() for run in calls]
+    return first + prepare_calls(opt).calls
+
+
+def _alternately(calls):
+    return lambda: [call.run() for call in calls]
 
 
 def in_cache(repeats=15, steps=50, isas=None, configs=None):
@@ -103,7 +105,7 @@ def in_cache(repeats=15, steps=50, isas=None, configs=None):
         for config in configs:
             for form, dtype, extra in IN_CACHE_FORMS:
                 options = {**cases.CONFIGS[config], **extra}
-                runs = {n: _op_calls(n, dtype, options) for n in IN_CACHE_SIZES}
+                runs = {n: _alternately(op_calls(n, dtype, options)) for n in IN_CACHE_SIZES}
                 best = {(isa, n): float("inf") for isa in isas for n in IN_CACHE_SIZES}
                 for _ in range(repeats):
                     for isa in isas:

@@ -157,6 +157,35 @@ def test_the_isa_comparison_runs_every_copy_and_leaves_the_choice_automatic(caps
     assert "| float16 | plain |" in capsys.readouterr().out
 
 
+def test_the_in_cache_comparison_reports_every_form_and_copy_on_one_thread(capsys):
+    import isa
+
+    threads = torch.get_num_threads()
+    result = isa.main(["--in-cache", "--repeats", "1", "--configs", "plain"])
+    copies = isa.runnable()
+    forms = [form for form, _, _ in isa.IN_CACHE_FORMS]
+    assert set(result) == {(form, "plain", copy) for form in forms for copy in copies}
+    assert all(torch.isfinite(torch.tensor(ns)) for ns in result.values())
+    out = capsys.readouterr().out
+    assert "| 8-bit / float32 | SR / nearest |" in out and f"| {copies[-1]} | plain |" in out
+    assert torch.get_num_threads() == threads
+    assert torch.ops.fused_rmsprop._cpu_isa() == copies[0]
+
+
+def test_in_cache_op_calls_update_one_tensor_with_two_gradients():
+    import isa
+
+    calls = isa.op_calls(300, torch.float32, {"state_bits": 8, "min_8bit_size": 0, "momentum": 0.9})
+    assert len(calls) == 2
+    (p1,), (p2,) = (c.lists["params"] for c in calls)
+    (g1,), (g2,) = (c.lists["grads"] for c in calls)
+    assert p1 is p2 and not torch.equal(g1, g2)
+    assert "square_avg_scales" in calls[0].options  # the 8-bit form's call
+    before = p1.clone()
+    calls[1].run()
+    assert not torch.equal(p1, before)
+
+
 def test_checkpoint_memory_phases_run_and_8bit_checkpoints_are_torchs_size(tmp_path):
     # bench/checkpoint_memory.py's phases, in this process and tiny (its
     # numbers are peak resident memory, for the benchmark to report, not to
