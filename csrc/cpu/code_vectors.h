@@ -1,13 +1,15 @@
 // 8-bit state codes (NOTE: [8-bit state codes]) in vector registers: the
-// encoding of a whole block of kQuantBlock floats, written with intrinsics
-// for the AVX-512 and AVX2 copies of the CPU loop (NOTE: [run-time ISA
-// choice]). They store the bytes encode_code stores, for every float.
+// encoding and decoding of a whole block of kQuantBlock elements, written
+// with intrinsics for the AVX-512 and AVX2 copies of the CPU loop (NOTE:
+// [run-time ISA choice]). They give the bytes encode_code and the floats
+// decode_code give, for every input (tests/test_cpu_isa.py compares them
+// with the baseline copy's element-by-element code).
 //
 // NOTE: [code packing] encode_code clamps each magnitude to [0, top] and then
 // narrows it to a byte: per element a max, a min and a truncation, which GCC
 // turns into compares, blends and masks (10 operations per 8 elements with
 // AVX2). Here the clamps come from saturating packs instead: the unclamped
-// magnitude (|y| bits - base + 2^19) >> 20 lies in [-889, 1288] for every
+// magnitude (|y| bits - base + 2^19) >> 20 lies in [-889, 1287] for every
 // float, so packing four vectors of int32 to int16 (exact) and the int16 to
 // bytes with unsigned saturation clamps it to [0, 255] in two instructions
 // per 4 vectors. The signed codes take a min with 127 on the int16 first,

@@ -7,11 +7,11 @@
 // NOTE: [8-bit block passes] The decoding is a pass of its own rather than
 // part of the update loop: with uint8 codes in that loop GCC vectorizes it 64
 // elements at a time (the codes' width), runs out of vector registers and
-// spills (per 64 elements 29 stack moves and 15 broadcasts of constants
-// beyond the buffers' stores). Measured in cache on a 2-core Xeon
-// (bench/isa.py --in-cache, AVX-512 / AVX2 copy, ns per element): momentum +
-// centered + wd 1.30 -> 1.24 / 1.82 -> 1.62; plain 0.54 -> 0.56 / 0.66 ->
-// 0.72, where one unsigned decode hid under the update's divider.
+// spills (per 64 elements 29 vector moves and 15 broadcasts of constants
+// beyond the buffers' stores). With three states the separate pass was 5 %
+// (AVX-512) and 11 % (AVX2) faster in cache on a 2-core Xeon, with one state
+// 2 % and 9 % slower, where the fused unsigned decode hid under the divider
+// (docs/performance.md, "Compute per element of 8-bit state").
 #pragma once
 
 #include <algorithm>
