@@ -63,12 +63,46 @@ def _inputs(dtype, state_dtype, momentum, centered, seed):
 
 def _bits(t):
     ints = {8: torch.int64, 4: torch.int32, 2: torch.int16}
-    return t.view(ints[t.element_size()])
+    return t.view(ints[t.element_size()]) if t.dtype.is_floating_point else t
+
+
+def _every_copy_gives_the_same_bits(lists, hyper, steps, scales=None):
+    """Runs `steps` steps of rmsprop_ on copies of `lists` (and of the 8-bit
+    state's `scales` keyword lists) with every ISA copy this CPU can run, and
+    asserts they give the same bits; returns the last copy's results (lists,
+    then the scales lists)."""
+    isas = _runnable()
+    if len(isas) < 2:
+        pytest.skip(f"this CPU runs only the {isas[0]} copy of the loop")
+    scales = scales or {}
+    results = {}
+    for isa in isas:
+        assert _isa(isa) == isa
+        run = [[t.clone() for t in lst] for lst in lists]
+        run_scales = {k: [t.clone() for t in v] for k, v in scales.items()}
+        for _ in range(steps):  # state carried between steps, as in training
+            rmsprop_(*run, **hyper, **run_scales)
+        results[isa] = [*run, *run_scales.values()]
+    first, want = isas[-1], results[isas[-1]]
+    for isa in isas[:-1]:
+        for which, (got_list, want_list) in enumerate(zip(results[isa], want)):
+            for i, (got, ref) in enumerate(zip(got_list, want_list)):
+                assert torch.equal(_bits(got), _bits(ref)), (
+                    f"{isa} and {first} differ: list {which}, tensor {i} ({got.numel()} elements)")
+    return want
 
 
 DTYPES = [(torch.float64, torch.float64), (torch.float32, torch.float32),
           (torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32),
           (torch.float16, torch.float16), (torch.float16, torch.float32)]
+
+
+def _hyper(momentum, options):
+    """The op's hyperparameters: defaults, then the case's `options`."""
+    return {**dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.0, maximize=False,
+                   momentum=0.9 if momentum else 0.0), **options}
+
+
 OPTIONS = [
     dict(),
     dict(weight_decay=0.1, maximize=True),
@@ -81,26 +115,8 @@ OPTIONS = [
 @pytest.mark.parametrize("momentum,centered", list(itertools.product([False, True], repeat=2)))
 @pytest.mark.parametrize("options", OPTIONS, ids=["plain", "wd_max", "tf", "decoupled"])
 def test_every_isa_copy_gives_the_same_bits(dtype, state_dtype, momentum, centered, options):
-    isas = _runnable()
-    if len(isas) < 2:
-        pytest.skip(f"this CPU runs only the {isas[0]} copy of the loop")
-    hyper = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.0, momentum=0.9 if momentum else 0.0,
-                 maximize=False)
-    hyper.update(options)
     original = _inputs(dtype, state_dtype, momentum, centered, seed=len(str(options)))
-    results = {}
-    for isa in isas:
-        assert _isa(isa) == isa
-        lists = [[t.clone() for t in lst] for lst in original]
-        for _ in range(3):  # state carried between steps, as in training
-            rmsprop_(*lists, **hyper)
-        results[isa] = lists
-    first, want = isas[-1], results[isas[-1]]
-    for isa in isas[:-1]:
-        for which, (got_list, want_list) in enumerate(zip(results[isa], want)):
-            for i, (got, ref) in enumerate(zip(got_list, want_list)):
-                assert torch.equal(_bits(got), _bits(ref)), (
-                    f"{isa} and {first} differ: list {which}, tensor {i} ({got.numel()} elements)")
+    want = _every_copy_gives_the_same_bits(original, _hyper(momentum, options), steps=3)
     # the kernel did run: parameters moved
     assert not torch.equal(want[0][-1], original[0][-1])
 
@@ -169,36 +185,16 @@ _STATES = ("square_avg", "momentum_buffer", "grad_avg")
 @pytest.mark.parametrize("nonfinite", [False, True], ids=["finite", "nonfinite"])
 def test_every_isa_copy_gives_the_same_bits_with_8bit_state(dtype, momentum, centered, options,
                                                             nonfinite):
-    # The AVX-512 and AVX2 copies encode whole blocks in vector registers
+    # The AVX-512 and AVX2 copies encode and decode whole blocks in vector registers
     # (csrc/cpu/code_vectors.h), the baseline copy element by element.
     # Non-finite gradients run one step: in later steps a block with an
     # infinite scale decodes its code 0 as 0 x inf = -NaN, which meets the
     # +NaN of another state in one operation, and x86 keeps the NaN of the
     # operand the compiler put first, which differs between copies (the sign
     # of a NaN in params and signed codes; every copy stores a NaN there).
-    isas = _runnable()
-    if len(isas) < 2:
-        pytest.skip(f"this CPU runs only the {isas[0]} copy of the loop")
-    hyper = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.0, momentum=0.9 if momentum else 0.0,
-                 maximize=False)
-    hyper.update(options)
-    lists, kw = _quantized_inputs(dtype, momentum, centered, len(str(options)), nonfinite)
-    results = {}
-    for isa in isas:
-        assert _isa(isa) == isa
-        run = [[t.clone() for t in lst] for lst in lists]
-        run_kw = {k: [t.clone() for t in v] for k, v in kw.items()}
-        for _ in range(1 if nonfinite else 3):
-            rmsprop_(*run, **hyper, **run_kw)
-        results[isa] = [*run, *run_kw.values()]
-    first, want = isas[-1], results[isas[-1]]
-    for isa in isas[:-1]:
-        for which, (got_list, want_list) in enumerate(zip(results[isa], want)):
-            for i, (got, ref) in enumerate(zip(got_list, want_list)):
-                if got.dtype.is_floating_point:
-                    got, ref = _bits(got), _bits(ref)
-                assert torch.equal(got, ref), (
-                    f"{isa} and {first} differ: list {which}, tensor {i} ({got.numel()} elements)")
+    lists, scales = _quantized_inputs(dtype, momentum, centered, len(str(options)), nonfinite)
+    want = _every_copy_gives_the_same_bits(lists, _hyper(momentum, options),
+                                           1 if nonfinite else 3, scales)
     # the steps did run: codes of the last tensor changed; non-finite scales where expected
     assert not torch.equal(want[2][-1], lists[2][-1])
     assert all(torch.isfinite(s).all() for s in want[6]) != nonfinite

@@ -19,11 +19,12 @@
 //
 // The functions carry their ISA as a target attribute, so they are inlined
 // only into the copy of the loop compiled for it (rmsprop_cpu.cpp); nothing
-// else may call them.
+// else may call them. BlockCodes<kIsa> at the end names them per copy.
 #pragma once
 
 #include <cstdint>
 
+#include "isa.h"
 #include "../quantized_state.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -168,5 +169,40 @@ FUSED_RMSPROP_AVX2 inline void decode_full_block_avx2(float* __restrict x,
 }
 
 #endif  // FUSED_RMSPROP_CODE_VECTORS
+
+// The whole-block code functions of the copy of the loop for kIsa; kVector
+// is false for the copies without them (baseline, other CPUs).
+template <Isa kIsa>
+struct BlockCodes {
+  static constexpr bool kVector = false;
+};
+
+#ifdef FUSED_RMSPROP_CODE_VECTORS
+template <>
+struct BlockCodes<Isa::kX86_64_V4> {
+  static constexpr bool kVector = true;
+  template <bool kSigned>
+  FUSED_RMSPROP_AVX512 static void encode(uint8_t* codes, const float* x, float inverse) {
+    encode_full_block_avx512<kSigned>(codes, x, inverse);
+  }
+  template <bool kSigned>
+  FUSED_RMSPROP_AVX512 static void decode(float* x, const uint8_t* codes, float scale) {
+    decode_full_block_avx512<kSigned>(x, codes, scale);
+  }
+};
+
+template <>
+struct BlockCodes<Isa::kX86_64_V3> {
+  static constexpr bool kVector = true;
+  template <bool kSigned>
+  FUSED_RMSPROP_AVX2 static void encode(uint8_t* codes, const float* x, float inverse) {
+    encode_full_block_avx2<kSigned>(codes, x, inverse);
+  }
+  template <bool kSigned>
+  FUSED_RMSPROP_AVX2 static void decode(float* x, const uint8_t* codes, float scale) {
+    decode_full_block_avx2<kSigned>(x, codes, scale);
+  }
+};
+#endif
 
 }  // namespace fused_rmsprop::cpu

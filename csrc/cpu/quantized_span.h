@@ -36,15 +36,9 @@ C10_ALWAYS_INLINE void encode_block(uint8_t* __restrict codes, float* scale,
   const float s = bits_float(max);
   const float inverse = inverse_scale(s);
   *scale = s;
-#ifdef FUSED_RMSPROP_CODE_VECTORS
-  if (m == kQuantBlock) {
-    if constexpr (kIsa == Isa::kX86_64_V4) {
-      return encode_full_block_avx512<kSigned>(codes, x, inverse);
-    } else if constexpr (kIsa == Isa::kX86_64_V3) {
-      return encode_full_block_avx2<kSigned>(codes, x, inverse);
-    }
+  if constexpr (BlockCodes<kIsa>::kVector) {
+    if (m == kQuantBlock) return BlockCodes<kIsa>::template encode<kSigned>(codes, x, inverse);
   }
-#endif
   for (int64_t i = 0; i < m; ++i) {
     codes[i] = encode_code<kSigned>(x[i] * inverse);
   }
@@ -55,15 +49,9 @@ C10_ALWAYS_INLINE void encode_block(uint8_t* __restrict codes, float* scale,
 template <bool kSigned, Isa kIsa>
 C10_ALWAYS_INLINE void decode_block(float* __restrict x, const uint8_t* __restrict codes,
                                     float scale, int64_t m) {
-#ifdef FUSED_RMSPROP_CODE_VECTORS
-  if (m == kQuantBlock) {
-    if constexpr (kIsa == Isa::kX86_64_V4) {
-      return decode_full_block_avx512<kSigned>(x, codes, scale);
-    } else if constexpr (kIsa == Isa::kX86_64_V3) {
-      return decode_full_block_avx2<kSigned>(x, codes, scale);
-    }
+  if constexpr (BlockCodes<kIsa>::kVector) {
+    if (m == kQuantBlock) return BlockCodes<kIsa>::template decode<kSigned>(x, codes, scale);
   }
-#endif
   for (int64_t i = 0; i < m; ++i) {
     x[i] = decode_code<kSigned>(codes[i]) * scale;
   }
