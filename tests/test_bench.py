@@ -175,7 +175,8 @@ def test_the_in_cache_comparison_reports_every_form_and_copy_on_one_thread(capsy
 def test_in_cache_op_calls_update_one_tensor_with_two_gradients():
     import isa
 
-    calls = isa.op_calls(300, torch.float32, {"state_bits": 8, "min_8bit_size": 0, "momentum": 0.9})
+    options = {"state_bits": 8, "min_8bit_size": 0, "momentum": 0.9}
+    calls = isa.op_calls(300, torch.float32, options)
     assert len(calls) == 2
     (p1,), (p2,) = (c.lists["params"] for c in calls)
     (g1,), (g2,) = (c.lists["grads"] for c in calls)

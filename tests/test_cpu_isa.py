@@ -4,8 +4,9 @@ The element loop is compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2) and
 baseline SSE2, and each call runs the best copy the CPU supports (NOTE:
 [run-time ISA choice] in csrc/cpu/isa.h). Here every copy this machine can
 run is forced in turn on the same inputs, and the results must be identical
-to the bit, NaN payloads included. (On a CPU without AVX-512 the v4 copy
-cannot run, so it is compared wherever CI runs on one.)
+to the bit, NaN payloads included (but for the sign of a NaN where two NaNs
+meet in one operation: see the 8-bit state test). (On a CPU without AVX-512
+the v4 copy cannot run, so it is compared wherever CI runs on one.)
 """
 
 import itertools
