@@ -27,22 +27,20 @@
 #include "isa.h"
 #include "../quantized_state.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#ifdef FUSED_RMSPROP_X86_ISAS
 #include <immintrin.h>
-#define FUSED_RMSPROP_CODE_VECTORS 1
-#define FUSED_RMSPROP_AVX512 __attribute__((target("arch=x86-64-v4")))
-#define FUSED_RMSPROP_AVX2 __attribute__((target("arch=x86-64-v3")))
 #endif
 
 namespace fused_rmsprop::cpu {
 
-#ifdef FUSED_RMSPROP_CODE_VECTORS
+#ifdef FUSED_RMSPROP_X86_ISAS
 
 // Encodes x[0, kQuantBlock) times `inverse` into codes (AVX-512, 64 per round).
 template <bool kSigned>
-FUSED_RMSPROP_AVX512 inline void encode_full_block_avx512(uint8_t* __restrict codes,
-                                                          const float* __restrict x,
-                                                          float inverse) {
+FUSED_RMSPROP_TARGET_V4
+inline void encode_full_block_avx512(uint8_t* __restrict codes,
+                                     const float* __restrict x,
+                                     float inverse) {
   const __m512 inv = _mm512_set1_ps(inverse);
   const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
   const __m512i offset =
@@ -76,9 +74,10 @@ FUSED_RMSPROP_AVX512 inline void encode_full_block_avx512(uint8_t* __restrict co
 
 // The same with AVX2, 32 per round.
 template <bool kSigned>
-FUSED_RMSPROP_AVX2 inline void encode_full_block_avx2(uint8_t* __restrict codes,
-                                                      const float* __restrict x,
-                                                      float inverse) {
+FUSED_RMSPROP_TARGET_V3
+inline void encode_full_block_avx2(uint8_t* __restrict codes,
+                                   const float* __restrict x,
+                                   float inverse) {
   const __m256 inv = _mm256_set1_ps(inverse);
   const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
   const __m256i offset =
@@ -121,9 +120,10 @@ constexpr int32_t kMagnitude = 0x7F << kCodeShift;
 
 // Decodes a whole block of codes times `scale` into x (AVX-512, 16 per round).
 template <bool kSigned>
-FUSED_RMSPROP_AVX512 inline void decode_full_block_avx512(float* __restrict x,
-                                                          const uint8_t* __restrict codes,
-                                                          float scale) {
+FUSED_RMSPROP_TARGET_V4
+inline void decode_full_block_avx512(float* __restrict x,
+                                     const uint8_t* __restrict codes,
+                                     float scale) {
   const __m512 s = _mm512_set1_ps(scale);
   const __m512i base = _mm512_set1_epi32(kSigned ? kSignedBase : kUnsignedBase);
   for (int64_t i = 0; i < kQuantBlock; i += 16) {
@@ -146,9 +146,10 @@ FUSED_RMSPROP_AVX512 inline void decode_full_block_avx512(float* __restrict x,
 // The same with AVX2, 8 per round. psignd(a, b) is a where b > 0 and 0
 // where b is 0, the select of the base.
 template <bool kSigned>
-FUSED_RMSPROP_AVX2 inline void decode_full_block_avx2(float* __restrict x,
-                                                      const uint8_t* __restrict codes,
-                                                      float scale) {
+FUSED_RMSPROP_TARGET_V3
+inline void decode_full_block_avx2(float* __restrict x,
+                                   const uint8_t* __restrict codes,
+                                   float scale) {
   const __m256 s = _mm256_set1_ps(scale);
   const __m256i base = _mm256_set1_epi32(kSigned ? kSignedBase : kUnsignedBase);
   for (int64_t i = 0; i < kQuantBlock; i += 8) {
@@ -168,7 +169,7 @@ FUSED_RMSPROP_AVX2 inline void decode_full_block_avx2(float* __restrict x,
   }
 }
 
-#endif  // FUSED_RMSPROP_CODE_VECTORS
+#endif  // FUSED_RMSPROP_X86_ISAS
 
 // The whole-block code functions of the copy of the loop for kIsa; kVector
 // is false for the copies without them (baseline, other CPUs).
@@ -177,16 +178,16 @@ struct BlockCodes {
   static constexpr bool kVector = false;
 };
 
-#ifdef FUSED_RMSPROP_CODE_VECTORS
+#ifdef FUSED_RMSPROP_X86_ISAS
 template <>
 struct BlockCodes<Isa::kX86_64_V4> {
   static constexpr bool kVector = true;
   template <bool kSigned>
-  FUSED_RMSPROP_AVX512 static void encode(uint8_t* codes, const float* x, float inverse) {
+  FUSED_RMSPROP_TARGET_V4 static void encode(uint8_t* codes, const float* x, float inverse) {
     encode_full_block_avx512<kSigned>(codes, x, inverse);
   }
   template <bool kSigned>
-  FUSED_RMSPROP_AVX512 static void decode(float* x, const uint8_t* codes, float scale) {
+  FUSED_RMSPROP_TARGET_V4 static void decode(float* x, const uint8_t* codes, float scale) {
     decode_full_block_avx512<kSigned>(x, codes, scale);
   }
 };
@@ -195,11 +196,11 @@ template <>
 struct BlockCodes<Isa::kX86_64_V3> {
   static constexpr bool kVector = true;
   template <bool kSigned>
-  FUSED_RMSPROP_AVX2 static void encode(uint8_t* codes, const float* x, float inverse) {
+  FUSED_RMSPROP_TARGET_V3 static void encode(uint8_t* codes, const float* x, float inverse) {
     encode_full_block_avx2<kSigned>(codes, x, inverse);
   }
   template <bool kSigned>
-  FUSED_RMSPROP_AVX2 static void decode(float* x, const uint8_t* codes, float scale) {
+  FUSED_RMSPROP_TARGET_V3 static void decode(float* x, const uint8_t* codes, float scale) {
     decode_full_block_avx2<kSigned>(x, codes, scale);
   }
 };

@@ -13,6 +13,14 @@
 
 #include <string>
 
+// The targets of the ISA copies, where the compiler can build them: the one
+// home of their attributes (rmsprop_cpu.cpp's loop copies, code_vectors.h).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FUSED_RMSPROP_X86_ISAS 1
+#define FUSED_RMSPROP_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
+#define FUSED_RMSPROP_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
+#endif
+
 namespace fused_rmsprop::cpu {
 
 enum class Isa : int { kBaseline = 0, kX86_64_V3 = 1, kX86_64_V4 = 2 };

@@ -20,12 +20,7 @@ namespace fused_rmsprop {
 namespace {
 
 // Each call's element loop runs with the best ISA this CPU has (see NOTE:
-// [run-time ISA choice] in isa.h); these mark the copies compiled for each.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define FUSED_RMSPROP_X86_ISAS 1
-#define FUSED_RMSPROP_TARGET_V4 __attribute__((target("arch=x86-64-v4"), noinline))
-#define FUSED_RMSPROP_TARGET_V3 __attribute__((target("arch=x86-64-v3"), noinline))
-#endif
+// [run-time ISA choice] in isa.h), in the copy compiled for it.
 
 using cpu::Cuts;
 using cpu::kCacheLineBytes;
@@ -147,8 +142,10 @@ C10_ALWAYS_INLINE void update_span_body(const Span<T, S> s,
   }
 FUSED_RMSPROP_SPAN_COPY(update_span_baseline, cpu::Isa::kBaseline, __attribute__((noinline)))
 #ifdef FUSED_RMSPROP_X86_ISAS
-FUSED_RMSPROP_SPAN_COPY(update_span_v3, cpu::Isa::kX86_64_V3, FUSED_RMSPROP_TARGET_V3)
-FUSED_RMSPROP_SPAN_COPY(update_span_v4, cpu::Isa::kX86_64_V4, FUSED_RMSPROP_TARGET_V4)
+FUSED_RMSPROP_SPAN_COPY(update_span_v3, cpu::Isa::kX86_64_V3,
+                        FUSED_RMSPROP_TARGET_V3 __attribute__((noinline)))
+FUSED_RMSPROP_SPAN_COPY(update_span_v4, cpu::Isa::kX86_64_V4,
+                        FUSED_RMSPROP_TARGET_V4 __attribute__((noinline)))
 #endif
 #undef FUSED_RMSPROP_SPAN_COPY
 
